@@ -1,0 +1,639 @@
+//! The audit log: one record per request, append-only and hash-chained, never any text.
+//!
+//! A request leaves two linked rows: its `decision` (who, what was found, which rules, which
+//! action and route) and its `outcome` (status, latencies, tokens, how it ended). For traffic
+//! that leaves the machine, the decision row is durable **before** the first byte goes
+//! upstream: [`AuditLog::seal`] is the only way to obtain the [`Sealed`] value the routing
+//! stage requires. If the write does not finish within the configured time, the request fails
+//! closed with `audit_unavailable`.
+//!
+//! One writer task owns the chain: it batches queued rows into one transaction (group commit),
+//! computes each row's hash from the previous one, and acknowledges every waiting request.
+
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+pub use sqlite::SqliteStore;
+
+use crate::policy::RuleHit;
+
+/// Hash of the row before the first one.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Why the audit log could not be written or read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The database refused or failed (message from the driver; it never holds request text).
+    #[error("audit database error: {0}")]
+    Database(String),
+    /// The write did not finish in time, or the queue is full.
+    #[error("the audit log did not accept the record in time")]
+    Timeout,
+    /// The writer has stopped.
+    #[error("the audit writer has stopped")]
+    Closed,
+    /// The URL names an unsupported database.
+    #[error("unsupported audit database URL; use sqlite://path (postgres:// is not supported yet)")]
+    UnsupportedUrl,
+}
+
+/// Everything decided about a request before it is answered.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DecisionRecord {
+    /// Request id (also in `x-veil-request-id`).
+    #[serde(skip)]
+    pub request_id: String,
+    /// Id of the API key, never the key.
+    pub key_id: Option<String>,
+    /// The key's tenant.
+    pub tenant: Option<String>,
+    /// Client socket address.
+    pub client_addr: String,
+    /// Request path, canonical.
+    pub endpoint: String,
+    /// Requested model.
+    pub model: Option<String>,
+    /// `allow | redact | local | block`, or `reject` when the request never reached a decision.
+    pub action: String,
+    /// `local`, the cloud upstream's name, or none.
+    pub route: Option<String>,
+    /// Machine-readable reason for rejections and blocks.
+    pub reason_code: Option<String>,
+    /// Rules that matched, with reasons.
+    pub rules: Vec<RuleHit>,
+    /// Policy name.
+    pub policy: Option<String>,
+    /// SHA-256 of the policy file.
+    pub policy_digest: Option<String>,
+    /// Detector and model versions.
+    pub detectors: Vec<String>,
+    /// Entity counts by type, with offsets and keyed HMACs.
+    pub entities: Vec<EntityRecord>,
+    /// Parts that could not be scanned.
+    pub unscannable: Vec<UnscannableRecord>,
+    /// Milliseconds spent detecting.
+    pub scan_ms: f64,
+    /// Whether the request asked for streaming.
+    pub stream: bool,
+}
+
+/// Findings of one entity type.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EntityRecord {
+    /// Entity type.
+    pub entity: String,
+    /// How many findings.
+    pub count: usize,
+    /// Where they are.
+    pub spans: Vec<SpanRecord>,
+}
+
+/// One finding's location and keyed digest.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpanRecord {
+    /// Field path, e.g. `messages[1].content`.
+    pub field: String,
+    /// Start, in Unicode code points within the field.
+    pub start: usize,
+    /// End, in Unicode code points.
+    pub end: usize,
+    /// Score of the finding.
+    pub score: f32,
+    /// Recognizer that found it.
+    pub recognizer: String,
+    /// HMAC-SHA256 of the value under the deployment's key (first 16 hex digits).
+    pub hmac: String,
+}
+
+/// An unscannable part.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnscannableRecord {
+    /// Field path.
+    pub field: String,
+    /// Kind of part.
+    pub kind: String,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutcomeRecord {
+    /// Request id.
+    #[serde(skip)]
+    pub request_id: String,
+    /// `completed | blocked | rejected | upstream_error | client_aborted | local_unavailable |
+    /// audit_unavailable | timeout | outcome_unknown | …`
+    pub outcome: String,
+    /// HTTP status sent to the client.
+    pub status: u16,
+    /// Error code sent to the client, if any.
+    pub error_code: Option<String>,
+    /// Milliseconds until the upstream (or local model) finished.
+    pub upstream_ms: Option<f64>,
+    /// Milliseconds for the whole request.
+    pub total_ms: f64,
+    /// Prompt tokens, as reported by the model.
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens, as reported by the model.
+    pub completion_tokens: Option<u64>,
+}
+
+/// One row as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    /// Chain position.
+    pub seq: i64,
+    /// Request id.
+    pub request_id: String,
+    /// `decision` or `outcome`.
+    pub kind: String,
+    /// RFC 3339 timestamp.
+    pub ts: String,
+    /// Tenant column.
+    pub tenant: Option<String>,
+    /// Action column.
+    pub action: Option<String>,
+    /// Outcome column.
+    pub outcome: Option<String>,
+    /// Status column.
+    pub status: Option<i64>,
+    /// Canonical JSON body.
+    pub body: String,
+    /// Previous row's hash.
+    pub prev_hash: String,
+    /// This row's hash.
+    pub hash: String,
+}
+
+impl StoredRow {
+    /// The hash this row should carry given its content and `prev_hash`.
+    pub fn expected_hash(&self) -> String {
+        chain_hash(
+            &self.prev_hash,
+            self.seq,
+            &self.kind,
+            &self.request_id,
+            &self.ts,
+            &self.body,
+        )
+    }
+}
+
+fn chain_hash(prev: &str, seq: i64, kind: &str, request_id: &str, ts: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [prev, &seq.to_string(), kind, request_id, ts, body] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A boxed future, so that stores can be trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where audit rows are kept. SQLite today; PostgreSQL implements the same trait.
+pub trait AuditStore: Send + Sync + 'static {
+    /// Sequence number and hash of the last row, if any.
+    fn tail(&self) -> BoxFuture<'_, Result<Option<(i64, String)>, AuditError>>;
+    /// Appends rows (already chained) in one transaction.
+    fn append<'a>(&'a self, rows: &'a [StoredRow]) -> BoxFuture<'a, Result<(), AuditError>>;
+    /// Request ids whose decision has no outcome (a crash between the two).
+    fn open_decisions(&self) -> BoxFuture<'_, Result<Vec<String>, AuditError>>;
+    /// All rows in chain order (for verification and tests).
+    fn rows(&self) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>>;
+    /// Whether the database answers.
+    fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>>;
+}
+
+/// Proof that a decision record is durable; the routing stage takes nothing else.
+#[derive(Debug)]
+pub struct Sealed<T> {
+    inner: T,
+}
+
+impl<T> Sealed<T> {
+    /// The sealed value.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    /// A reference to the sealed value.
+    pub fn get(&self) -> &T {
+        &self.inner
+    }
+}
+
+enum Row {
+    Decision(Box<DecisionRecord>),
+    Outcome(OutcomeRecord),
+}
+
+struct Job {
+    rows: Vec<Row>,
+    ack: Option<oneshot::Sender<Result<(), AuditError>>>,
+}
+
+/// Keyed digests of detected values, for correlation without storing them.
+#[derive(Clone)]
+pub struct ValueDigester {
+    key: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for ValueDigester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ValueDigester(..)")
+    }
+}
+
+impl ValueDigester {
+    /// A digester with this key.
+    pub fn new(key: &[u8]) -> Self {
+        Self { key: key.into() }
+    }
+
+    /// HMAC-SHA256 of `entity:value`, hex.
+    pub fn digest(&self, entity: &str, value: &str) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        mac.update(entity.as_bytes());
+        mac.update(b":");
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// Handle to the audit writer; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Job>,
+    timeout: Duration,
+    healthy: Arc<AtomicBool>,
+    store: Arc<dyn AuditStore>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("healthy", &self.is_healthy())
+            .finish()
+    }
+}
+
+/// The writer task; await it after dropping every [`AuditLog`] to flush on shutdown.
+pub type WriterTask = tokio::task::JoinHandle<()>;
+
+impl AuditLog {
+    /// Opens the store named by `url`, closes decisions left open by a crash (`outcome_unknown`),
+    /// and starts the writer.
+    pub async fn open(
+        url: &str,
+        timeout: Duration,
+        queue: usize,
+    ) -> Result<(Self, WriterTask), AuditError> {
+        let store: Arc<dyn AuditStore> = if let Some(path) = url.strip_prefix("sqlite://") {
+            Arc::new(SqliteStore::open(path).await?)
+        } else {
+            return Err(AuditError::UnsupportedUrl);
+        };
+        Self::with_store(store, timeout, queue).await
+    }
+
+    /// Starts the writer over an existing store.
+    pub async fn with_store(
+        store: Arc<dyn AuditStore>,
+        timeout: Duration,
+        queue: usize,
+    ) -> Result<(Self, WriterTask), AuditError> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let tail = store.tail().await?;
+        let task = tokio::spawn(writer(store.clone(), rx, tail, healthy.clone()));
+        let log = Self {
+            tx,
+            timeout,
+            healthy,
+            store,
+        };
+        let open = log.store.open_decisions().await?;
+        if !open.is_empty() {
+            tracing::warn!(
+                count = open.len(),
+                "closing decisions left open by an earlier crash"
+            );
+            let rows = open
+                .into_iter()
+                .map(|request_id| {
+                    Row::Outcome(OutcomeRecord {
+                        request_id,
+                        outcome: "outcome_unknown".to_owned(),
+                        ..OutcomeRecord::default()
+                    })
+                })
+                .collect();
+            log.submit(rows).await?;
+        }
+        Ok((log, task))
+    }
+
+    /// Whether the last write succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), AuditError> {
+        tokio::time::timeout(self.timeout, self.store.ping())
+            .await
+            .map_err(|_| AuditError::Timeout)?
+    }
+
+    /// Writes the decision durably, then hands back `payload` as proof.
+    pub async fn seal<T>(
+        &self,
+        decision: DecisionRecord,
+        payload: T,
+    ) -> Result<Sealed<T>, AuditError> {
+        self.submit(vec![Row::Decision(Box::new(decision))]).await?;
+        Ok(Sealed { inner: payload })
+    }
+
+    /// Writes a request's outcome and waits for it to be durable.
+    pub async fn finish(&self, outcome: OutcomeRecord) -> Result<(), AuditError> {
+        self.submit(vec![Row::Outcome(outcome)]).await
+    }
+
+    /// Writes a decision and its outcome together (requests answered without routing).
+    pub async fn record(
+        &self,
+        decision: DecisionRecord,
+        outcome: OutcomeRecord,
+    ) -> Result<(), AuditError> {
+        self.submit(vec![
+            Row::Decision(Box::new(decision)),
+            Row::Outcome(outcome),
+        ])
+        .await
+    }
+
+    /// Queues an outcome (and its decision, if not written yet) without waiting, for paths
+    /// that cannot await, such as a dropped request future.
+    pub fn record_detached(&self, decision: Option<DecisionRecord>, outcome: OutcomeRecord) {
+        let mut rows: Vec<Row> = decision
+            .into_iter()
+            .map(|d| Row::Decision(Box::new(d)))
+            .collect();
+        rows.push(Row::Outcome(outcome));
+        let job = Job { rows, ack: None };
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
+            let tx = self.tx.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = tx.send(job).await;
+                });
+            } else {
+                tracing::error!("audit queue full outside the runtime; outcome lost");
+            }
+        }
+    }
+
+    /// All rows, in chain order.
+    pub async fn rows(&self) -> Result<Vec<StoredRow>, AuditError> {
+        self.store.rows().await
+    }
+
+    async fn submit(&self, rows: Vec<Row>) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        let job = Job {
+            rows,
+            ack: Some(ack),
+        };
+        let result = tokio::time::timeout(self.timeout, async {
+            self.tx.send(job).await.map_err(|_| AuditError::Closed)?;
+            done.await.map_err(|_| AuditError::Closed)?
+        })
+        .await
+        .unwrap_or(Err(AuditError::Timeout));
+        if result.is_err() {
+            self.healthy.store(false, Ordering::Relaxed);
+            metrics::counter!("veil_audit_write_failures_total").increment(1);
+        }
+        result
+    }
+}
+
+/// Most rows written in one transaction.
+const MAX_BATCH: usize = 256;
+
+async fn writer(
+    store: Arc<dyn AuditStore>,
+    mut rx: mpsc::Receiver<Job>,
+    mut tail: Option<(i64, String)>,
+    healthy: Arc<AtomicBool>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (mut seq, mut prev) = tail.clone().unwrap_or((0, GENESIS.to_owned()));
+        let ts = now();
+        let mut rows = Vec::new();
+        for job in &jobs {
+            for row in &job.rows {
+                seq += 1;
+                let stored = to_stored(row, seq, &prev, &ts);
+                prev = stored.hash.clone();
+                rows.push(stored);
+            }
+        }
+        let result = store.append(&rows).await;
+        match &result {
+            Ok(()) => {
+                tail = Some((seq, prev));
+                healthy.store(true, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = rows.len(), "audit write failed");
+                healthy.store(false, Ordering::Relaxed);
+                // The transaction rolled back; re-read the tail so the chain stays exact.
+                if let Ok(t) = store.tail().await {
+                    tail = t;
+                }
+            }
+        }
+        for job in jobs {
+            if let Some(ack) = job.ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}
+
+fn to_stored(row: &Row, seq: i64, prev: &str, ts: &str) -> StoredRow {
+    let (request_id, kind, tenant, action, outcome, status, body) = match row {
+        Row::Decision(d) => (
+            d.request_id.clone(),
+            "decision",
+            d.tenant.clone(),
+            Some(d.action.clone()),
+            None,
+            None,
+            serde_json::to_string(d),
+        ),
+        Row::Outcome(o) => (
+            o.request_id.clone(),
+            "outcome",
+            None,
+            None,
+            Some(o.outcome.clone()),
+            Some(i64::from(o.status)),
+            serde_json::to_string(o),
+        ),
+    };
+    let body = body.unwrap_or_else(|_| "{}".to_owned());
+    let hash = chain_hash(prev, seq, kind, &request_id, ts, &body);
+    StoredRow {
+        seq,
+        request_id,
+        kind: kind.to_owned(),
+        ts: ts.to_owned(),
+        tenant,
+        action,
+        outcome,
+        status,
+        body,
+        prev_hash: prev.to_owned(),
+        hash,
+    }
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Problems found by [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainProblem {
+    /// Sequence number of the row where the problem shows.
+    pub seq: i64,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Checks the chain: sequence numbers contiguous from 1, each `prev_hash` equal to the previous
+/// row's hash, each hash matching the row's content.
+pub fn verify(rows: &[StoredRow]) -> Vec<ChainProblem> {
+    let mut problems = Vec::new();
+    let mut prev = GENESIS.to_owned();
+    let mut expected_seq = 1;
+    for row in rows {
+        if row.seq != expected_seq {
+            problems.push(ChainProblem {
+                seq: row.seq,
+                problem: format!("expected sequence {expected_seq}: rows are missing or reordered"),
+            });
+        }
+        if row.prev_hash != prev {
+            problems.push(ChainProblem {
+                seq: row.seq,
+                problem: "previous-hash link broken".to_owned(),
+            });
+        }
+        if row.expected_hash() != row.hash {
+            problems.push(ChainProblem {
+                seq: row.seq,
+                problem: "content does not match its hash (row altered)".to_owned(),
+            });
+        }
+        prev = row.hash.clone();
+        expected_seq = row.seq + 1;
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn log() -> (AuditLog, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let (log, _task) = AuditLog::open(&url, Duration::from_secs(5), 16)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (log, dir)
+    }
+
+    #[tokio::test]
+    async fn chain_verifies_and_detects_tampering() {
+        let (log, _dir) = log().await;
+        for i in 0..3 {
+            let d = DecisionRecord {
+                request_id: format!("r{i}"),
+                action: "allow".into(),
+                ..Default::default()
+            };
+            let o = OutcomeRecord {
+                request_id: format!("r{i}"),
+                outcome: "completed".into(),
+                status: 200,
+                ..Default::default()
+            };
+            log.record(d, o).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let rows = log.rows().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 6);
+        assert!(verify(&rows).is_empty());
+
+        let mut altered = rows.clone();
+        altered[2].body = altered[2].body.replace("allow", "block");
+        assert_eq!(verify(&altered).first().map(|p| p.seq), Some(3));
+        let mut removed = rows.clone();
+        removed.remove(1);
+        assert!(!verify(&removed).is_empty());
+        let mut swapped = rows;
+        swapped.swap(3, 4);
+        assert!(!verify(&swapped).is_empty());
+    }
+
+    #[tokio::test]
+    async fn open_decisions_are_closed_on_restart() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        {
+            let (log, task) = AuditLog::open(&url, Duration::from_secs(5), 16)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let d = DecisionRecord {
+                request_id: "crashed".into(),
+                action: "allow".into(),
+                ..Default::default()
+            };
+            log.seal(d, ()).await.unwrap_or_else(|e| panic!("{e}"));
+            drop(log);
+            let _ = task.await;
+        }
+        let (log, _task) = AuditLog::open(&url, Duration::from_secs(5), 16)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = log.rows().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].outcome.as_deref(), Some("outcome_unknown"));
+        assert!(verify(&rows).is_empty());
+    }
+}

@@ -1,0 +1,140 @@
+//! The embedded SQLite audit store (WAL, `synchronous = FULL`: a commit is on disk).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row as _;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{AuditError, AuditStore, BoxFuture, StoredRow};
+
+/// SQLite-backed [`AuditStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn db(e: impl std::fmt::Display) -> AuditError {
+    AuditError::Database(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and runs the migrations.
+    pub async fn open(path: &str) -> Result<Self, AuditError> {
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(db)?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(db)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(2));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(db)?;
+        Ok(Self { pool })
+    }
+}
+
+impl AuditStore for SqliteStore {
+    fn tail(&self) -> BoxFuture<'_, Result<Option<(i64, String)>, AuditError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+            Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))))
+        })
+    }
+
+    fn append<'a>(&'a self, rows: &'a [StoredRow]) -> BoxFuture<'a, Result<(), AuditError>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            for r in rows {
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(r.seq)
+                .bind(&r.request_id)
+                .bind(&r.kind)
+                .bind(&r.ts)
+                .bind(&r.tenant)
+                .bind(&r.action)
+                .bind(&r.outcome)
+                .bind(r.status)
+                .bind(&r.body)
+                .bind(&r.prev_hash)
+                .bind(&r.hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            tx.commit().await.map_err(db)
+        })
+    }
+
+    fn open_decisions(&self) -> BoxFuture<'_, Result<Vec<String>, AuditError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT d.request_id FROM audit_log d WHERE d.kind = 'decision' AND NOT EXISTS \
+                 (SELECT 1 FROM audit_log o WHERE o.request_id = d.request_id AND o.kind = 'outcome') \
+                 ORDER BY d.seq",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+        })
+    }
+
+    fn rows(&self) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash \
+                 FROM audit_log ORDER BY seq",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|r| StoredRow {
+                    seq: r.get(0),
+                    request_id: r.get(1),
+                    kind: r.get(2),
+                    ts: r.get(3),
+                    tenant: r.get(4),
+                    action: r.get(5),
+                    outcome: r.get(6),
+                    status: r.get(7),
+                    body: r.get(8),
+                    prev_hash: r.get(9),
+                    hash: r.get(10),
+                })
+                .collect())
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(|_| ())
+                .map_err(db)
+        })
+    }
+}

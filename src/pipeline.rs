@@ -1,0 +1,794 @@
+//! The request pipeline: authenticate → parse → extract → scan → decide → redact → seal the
+//! decision in the audit log → route → restore → record the outcome.
+//!
+//! Each stage consumes the previous stage's output: routing to a cloud needs a
+//! [`Sealed`](crate::audit::Sealed) outbound request, which only exists once the decision is
+//! durable. A [`Trail`] follows every request and writes exactly one audit record for it,
+//! whatever happens — including a client that goes away (its drop records `client_aborted`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::api::body;
+use crate::api::error::ApiError;
+use crate::api::openai::{ChatRequest, Limits};
+use crate::audit::{
+    AuditLog, DecisionRecord, EntityRecord, OutcomeRecord, Sealed, SpanRecord, UnscannableRecord,
+    ValueDigester,
+};
+use crate::auth::AuthError;
+use crate::config::ServerConfig;
+use crate::extract::{self, render};
+use crate::policy::{Action, Decision, Facts};
+use crate::redact::{self, RedactionMap, StreamRestorer};
+use crate::route::cloud::{CloudError, Outbound};
+use crate::route::local::{LocalModel, LocalStatus};
+use crate::route::sse::SseEvent;
+use crate::scan::{Scanned, Scanner};
+use crate::snapshot::Snapshot;
+
+/// Everything a request needs, shared by all requests.
+#[derive(Debug)]
+pub struct AppState {
+    /// Compiled policies, keys and upstreams; swapped atomically on reload.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Runs detection off the async runtime.
+    pub scanner: Scanner,
+    /// The local model.
+    pub local: LocalModel,
+    /// Keyed digests for audit records and hash redaction.
+    pub digester: ValueDigester,
+    /// Limits.
+    pub server: ServerConfig,
+}
+
+/// Facts about the HTTP request, gathered by the edge.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    /// Request id (also sent as `x-veil-request-id`).
+    pub request_id: String,
+    /// Client socket address.
+    pub client_addr: String,
+    /// Canonical path.
+    pub endpoint: String,
+    /// When the request arrived.
+    pub started: Instant,
+    /// Raw `Authorization` header.
+    pub authorization: Option<Vec<u8>>,
+}
+
+/// A chat request as the edge received it.
+#[derive(Debug)]
+pub struct ChatInput {
+    /// HTTP facts.
+    pub meta: RequestMeta,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// The body, or the size limit it exceeded.
+    pub body: Result<Bytes, usize>,
+}
+
+/// The answer, in plain types; the edge turns it into HTTP.
+#[derive(Debug)]
+pub struct Reply {
+    /// Request id.
+    pub request_id: String,
+    /// Action taken, or `reject` before a decision.
+    pub action: String,
+    /// Route taken, if any.
+    pub route: Option<String>,
+    /// The body.
+    pub body: ReplyBody,
+}
+
+/// The body of a reply.
+#[derive(Debug)]
+pub enum ReplyBody {
+    /// One JSON document with status 200.
+    Json(Value),
+    /// Server-sent event payloads (`data:` values), ending with `[DONE]`.
+    Stream(mpsc::Receiver<String>),
+    /// An error.
+    Error(ApiError),
+}
+
+/// Follows one request and writes its audit record exactly once.
+pub struct Trail {
+    audit: AuditLog,
+    decision: DecisionRecord,
+    sealed: bool,
+    finished: bool,
+    started: Instant,
+    upstream_started: Option<Instant>,
+}
+
+impl std::fmt::Debug for Trail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trail")
+            .field("request_id", &self.decision.request_id)
+            .field("sealed", &self.sealed)
+            .finish()
+    }
+}
+
+impl Trail {
+    /// Starts the trail of a request.
+    pub fn new(audit: &AuditLog, meta: &RequestMeta) -> Self {
+        Self {
+            audit: audit.clone(),
+            decision: DecisionRecord {
+                request_id: meta.request_id.clone(),
+                client_addr: meta.client_addr.clone(),
+                endpoint: meta.endpoint.clone(),
+                action: "reject".to_owned(),
+                ..DecisionRecord::default()
+            },
+            sealed: false,
+            finished: false,
+            started: meta.started,
+            upstream_started: None,
+        }
+    }
+
+    /// Makes the decision durable and returns the payload as proof.
+    async fn seal<T>(&mut self, payload: T) -> Result<Sealed<T>, ApiError> {
+        match self.audit.seal(self.decision.clone(), payload).await {
+            Ok(s) => {
+                self.sealed = true;
+                self.upstream_started = Some(Instant::now());
+                Ok(s)
+            }
+            Err(e) => {
+                tracing::error!(request_id = %self.decision.request_id, error = %e, "decision not recorded; failing closed");
+                Err(ApiError::AuditUnavailable)
+            }
+        }
+    }
+
+    fn outcome(
+        &self,
+        status: u16,
+        outcome: &str,
+        error_code: Option<&str>,
+        usage: Option<(u64, u64)>,
+    ) -> OutcomeRecord {
+        OutcomeRecord {
+            request_id: self.decision.request_id.clone(),
+            outcome: outcome.to_owned(),
+            status,
+            error_code: error_code.map(str::to_owned),
+            upstream_ms: self
+                .upstream_started
+                .map(|t| t.elapsed().as_secs_f64() * 1e3),
+            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            prompt_tokens: usage.map(|u| u.0),
+            completion_tokens: usage.map(|u| u.1),
+        }
+    }
+
+    /// Writes the outcome (and the decision, if it was not written yet), waiting for it.
+    async fn finish(
+        mut self,
+        status: u16,
+        outcome: &str,
+        error_code: Option<&str>,
+        usage: Option<(u64, u64)>,
+    ) {
+        self.finished = true;
+        let record = self.outcome(status, outcome, error_code, usage);
+        metrics::counter!("veil_requests_total", "action" => self.decision.action.clone(), "outcome" => outcome.to_owned())
+            .increment(1);
+        let result = if self.sealed {
+            self.audit.finish(record).await
+        } else {
+            self.audit.record(self.decision.clone(), record).await
+        };
+        if let Err(e) = result {
+            tracing::error!(request_id = %self.decision.request_id, error = %e, "outcome not recorded");
+        }
+    }
+}
+
+impl Drop for Trail {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // The request future was dropped: the client went away before the answer was sent.
+        let record = self.outcome(499, "client_aborted", None, None);
+        let decision = (!self.sealed).then(|| self.decision.clone());
+        self.audit.record_detached(decision, record);
+    }
+}
+
+/// Handles `POST /v1/chat/completions`.
+pub async fn chat(state: Arc<AppState>, input: ChatInput) -> Reply {
+    let snap = state.snapshot.load_full();
+    let mut trail = Trail::new(&state.audit, &input.meta);
+    let request_id = input.meta.request_id.clone();
+    let timeout = std::time::Duration::from_secs(state.server.request_timeout_secs);
+    let result = match tokio::time::timeout(timeout, run(&state, &snap, input, &mut trail)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::Upstream(CloudError::Timeout)),
+    };
+    let action = trail.decision.action.clone();
+    let route = trail.decision.route.clone();
+    let body = match result {
+        Ok(Success::Json { body, usage }) => {
+            trail.finish(200, "completed", None, usage).await;
+            ReplyBody::Json(body)
+        }
+        Ok(Success::Stream(rx)) => {
+            // The streaming task owns the trail now (it finished this copy's duty).
+            trail.finished = true;
+            ReplyBody::Stream(rx)
+        }
+        Err(e) => {
+            let m = e.mapped();
+            if !trail.sealed {
+                trail.decision.reason_code = Some(m.code.to_owned());
+            }
+            trail
+                .finish(m.status.as_u16(), m.outcome, Some(m.code), None)
+                .await;
+            ReplyBody::Error(e)
+        }
+    };
+    Reply {
+        request_id,
+        action,
+        route,
+        body,
+    }
+}
+
+enum Success {
+    Json {
+        body: Value,
+        usage: Option<(u64, u64)>,
+    },
+    Stream(mpsc::Receiver<String>),
+}
+
+async fn run(
+    state: &Arc<AppState>,
+    snap: &Snapshot,
+    input: ChatInput,
+    trail: &mut Trail,
+) -> Result<Success, ApiError> {
+    let principal = snap
+        .keys
+        .authenticate(input.meta.authorization.as_deref())
+        .inspect_err(|e| {
+            if let AuthError::Revoked { key_id } = e {
+                trail.decision.key_id = Some(key_id.to_string());
+            }
+        })?;
+    trail.decision.key_id = Some(principal.key_id.to_string());
+    trail.decision.tenant = Some(principal.tenant.to_string());
+
+    check_media(
+        input.content_type.as_deref(),
+        input.content_encoding.as_deref(),
+    )?;
+    let bytes = input.body.map_err(ApiError::PayloadTooLarge)?;
+    let value = body::parse_json(&bytes, state.server.max_json_depth)?;
+    let limits = Limits {
+        max_messages: state.server.max_messages,
+        max_choices: state.server.max_choices,
+        max_tokens: state.server.max_tokens_limit,
+    };
+    let request = ChatRequest::from_value(&value, limits)?;
+    trail.decision.model = Some(request.model.clone());
+    trail.decision.stream = request.is_stream();
+
+    let set = snap
+        .policies
+        .get(&principal.policy)
+        .ok_or(ApiError::Internal)?;
+    trail.decision.policy = Some(set.policy.name.to_string());
+    trail.decision.policy_digest = Some(set.policy.digest.clone());
+    trail.decision.detectors = set.detectors.versions();
+
+    let extracted = extract::chat(&value, state.server.max_json_depth);
+    let scanned = state.scanner.scan(set.detectors.clone(), extracted).await;
+    let decision = set.policy.decide(&Facts {
+        findings: &scanned.findings,
+        tenant: &principal.tenant,
+        model: &request.model,
+        detector_failed: scanned.failed,
+        unscannable: scanned.extracted.unscannable.len(),
+    });
+    record_scan(&mut trail.decision, &scanned, &decision, &state.digester);
+    tracing::info!(
+        request_id = %trail.decision.request_id,
+        tenant = %principal.tenant,
+        action = decision.action.as_str(),
+        findings = scanned.findings.len(),
+        "decided"
+    );
+
+    match decision.action {
+        Action::Block => {
+            let hit = decision.deciding_rule();
+            Err(ApiError::Blocked {
+                rule: hit.map(|h| h.rule.to_string()).unwrap_or_default(),
+                reason: hit.map(|h| h.reason.clone()).unwrap_or_default(),
+            })
+        }
+        Action::Local => {
+            trail.decision.route = Some("local".to_owned());
+            match state.local.status() {
+                LocalStatus::Unavailable { reason } => Err(ApiError::LocalUnavailable(reason)),
+            }
+        }
+        Action::Allow | Action::Redact => {
+            let upstream = snap
+                .cloud
+                .select(&request.model)
+                .ok_or_else(|| ApiError::ModelNotFound(request.model.clone()))?;
+            trail.decision.route = Some(upstream.name.to_string());
+            let mut body = value;
+            let restore = (decision.action == Action::Redact).then(|| {
+                let (map, _) = redact::apply(
+                    &scanned,
+                    &decision.redact,
+                    &set.policy,
+                    &state.digester,
+                    &mut body,
+                );
+                map
+            });
+            drop(scanned);
+            let client_wants_usage = request
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false);
+            if request.is_stream() && !client_wants_usage {
+                // Ask for usage so the audit log has token counts; the usage-only chunk is
+                // not passed to a client that did not ask for it.
+                if let Some(obj) = body.as_object_mut() {
+                    let opts = obj.entry("stream_options").or_insert_with(|| json!({}));
+                    if let Some(o) = opts.as_object_mut() {
+                        o.insert("include_usage".to_owned(), Value::Bool(true));
+                    }
+                }
+            }
+            let sealed = trail.seal(Outbound { upstream, body }).await?;
+            if request.is_stream() {
+                let events = snap.cloud.stream(&sealed).await?;
+                let handoff = trail.hand_off();
+                Ok(Success::Stream(spawn_stream(
+                    events,
+                    sealed,
+                    restore,
+                    handoff,
+                    client_wants_usage,
+                )))
+            } else {
+                let mut answer = snap.cloud.complete(&sealed).await?;
+                if let Some(map) = &restore {
+                    map.restore_value(&mut answer);
+                }
+                let usage = usage_of(&answer);
+                Ok(Success::Json {
+                    body: answer,
+                    usage,
+                })
+            }
+        }
+    }
+}
+
+impl Trail {
+    /// Moves the duty to finish into a new trail (for a task that outlives the handler).
+    fn hand_off(&mut self) -> Trail {
+        self.finished = true;
+        Trail {
+            audit: self.audit.clone(),
+            decision: self.decision.clone(),
+            sealed: self.sealed,
+            finished: false,
+            started: self.started,
+            upstream_started: self.upstream_started,
+        }
+    }
+}
+
+fn check_media(content_type: Option<&str>, encoding: Option<&str>) -> Result<(), ApiError> {
+    let json = content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    if encoding.is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+        return Err(ApiError::UnsupportedMediaType(
+            "compressed request bodies are not accepted; send the body uncompressed",
+        ));
+    }
+    Ok(())
+}
+
+/// Fills the audit decision from the scan and the policy's verdict (types, offsets, HMACs).
+fn record_scan(
+    record: &mut DecisionRecord,
+    scanned: &Scanned,
+    decision: &Decision,
+    digester: &ValueDigester,
+) {
+    record.action = decision.action.as_str().to_owned();
+    record.rules = decision.hits.clone();
+    record.scan_ms = scanned.elapsed.as_secs_f64() * 1e3;
+    let mut by_type: std::collections::BTreeMap<String, EntityRecord> = Default::default();
+    for (f, pieces) in scanned.findings.iter().zip(&scanned.pieces) {
+        let entry = by_type
+            .entry(f.entity.as_str().to_owned())
+            .or_insert_with(|| EntityRecord {
+                entity: f.entity.as_str().to_owned(),
+                count: 0,
+                spans: Vec::new(),
+            });
+        entry.count += 1;
+        for p in pieces {
+            let Some(seg) = scanned.extracted.segments.get(p.segment) else {
+                continue;
+            };
+            let text = &seg.text;
+            let value = text.get(p.start..p.end).unwrap_or_default();
+            let mut field = render(&seg.location.path);
+            if let Some(inner) = &seg.location.inner {
+                field.push_str("#/");
+                field.push_str(&render(inner));
+            }
+            if seg.location.is_key {
+                field.push_str("#key");
+            }
+            let chars = |b: usize| text.get(..b).map_or(0, |s| s.chars().count());
+            let d = digester.digest(f.entity.as_str(), value);
+            entry.spans.push(SpanRecord {
+                field,
+                start: chars(p.start),
+                end: chars(p.end),
+                score: f.score,
+                recognizer: f.recognizer.to_owned(),
+                hmac: d.get(..16).unwrap_or(&d).to_owned(),
+            });
+        }
+    }
+    record.entities = by_type.into_values().collect();
+    record.unscannable = scanned
+        .extracted
+        .unscannable
+        .iter()
+        .map(|u| UnscannableRecord {
+            field: u.path.clone(),
+            kind: u.kind.to_owned(),
+        })
+        .collect();
+}
+
+fn usage_of(v: &Value) -> Option<(u64, u64)> {
+    let u = v.get("usage")?;
+    Some((
+        u.get("prompt_tokens")?.as_u64()?,
+        u.get("completion_tokens")?.as_u64()?,
+    ))
+}
+
+/// Restores tokens in streamed chunks: one restorer per choice content and per tool call.
+struct ChunkRestorer<'a> {
+    map: &'a RedactionMap,
+    channels: HashMap<(u64, Option<u64>), StreamRestorer<'a>>,
+}
+
+impl<'a> ChunkRestorer<'a> {
+    fn new(map: &'a RedactionMap) -> Self {
+        Self {
+            map,
+            channels: HashMap::new(),
+        }
+    }
+
+    fn chunk(&mut self, chunk: &mut Value) {
+        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for choice in choices {
+            let idx = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let content = self.channel((idx, None), false);
+            if let Some(Value::String(c)) = delta.get_mut("content") {
+                *c = content.push(c);
+            }
+            if finishing {
+                let rest = content.finish();
+                if !rest.is_empty() {
+                    match delta.get_mut("content") {
+                        Some(Value::String(c)) => c.push_str(&rest),
+                        _ => {
+                            delta.insert("content".to_owned(), Value::String(rest));
+                        }
+                    }
+                }
+            }
+            if let Some(Value::String(r)) = delta.get_mut("refusal") {
+                *r = self.map.restore(r, false);
+            }
+            let mut flushed = Vec::new();
+            if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for call in calls {
+                    let t = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    if let Some(Value::String(a)) = call
+                        .get_mut("function")
+                        .and_then(|f| f.get_mut("arguments"))
+                    {
+                        let r = self.channel((idx, Some(t)), true);
+                        *a = r.push(a);
+                    }
+                }
+            }
+            if finishing {
+                for ((c, t), r) in self.channels.iter_mut() {
+                    if let (true, Some(t)) = (*c == idx, t) {
+                        let rest = r.finish();
+                        if !rest.is_empty() {
+                            flushed.push(json!({"index": t, "function": {"arguments": rest}}));
+                        }
+                    }
+                }
+            }
+            if !flushed.is_empty() {
+                match delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                    Some(calls) => calls.extend(flushed),
+                    None => {
+                        delta.insert("tool_calls".to_owned(), Value::Array(flushed));
+                    }
+                }
+            }
+        }
+    }
+
+    fn channel(&mut self, key: (u64, Option<u64>), json_escape: bool) -> &mut StreamRestorer<'a> {
+        let map = self.map;
+        self.channels
+            .entry(key)
+            .or_insert_with(|| map.stream(json_escape))
+    }
+
+    /// Text still held at the end of a stream without finish reasons, as one extra chunk.
+    fn leftovers(&mut self, template: &Value) -> Option<Value> {
+        let mut choices = Vec::new();
+        for ((c, t), r) in self.channels.iter_mut() {
+            let rest = r.finish();
+            if rest.is_empty() {
+                continue;
+            }
+            let delta = match t {
+                None => json!({"content": rest}),
+                Some(t) => json!({"tool_calls": [{"index": t, "function": {"arguments": rest}}]}),
+            };
+            choices.push(json!({"index": c, "delta": delta, "finish_reason": null}));
+        }
+        if choices.is_empty() {
+            return None;
+        }
+        let mut chunk = template.clone();
+        if let Some(o) = chunk.as_object_mut() {
+            o.insert("choices".to_owned(), Value::Array(choices));
+            o.remove("usage");
+        }
+        Some(chunk)
+    }
+}
+
+fn error_event(code: &str, message: &str) -> String {
+    json!({"error": {"message": message, "type": "server_error", "param": null, "code": code}})
+        .to_string()
+}
+
+/// Pumps upstream events to the client, restoring tokens, until the end, an error, an idle
+/// timeout or the client going away; then records the outcome.
+fn spawn_stream(
+    events: impl futures::Stream<Item = Result<SseEvent, CloudError>> + Send + 'static,
+    sealed: Sealed<Outbound>,
+    restore: Option<RedactionMap>,
+    trail: Trail,
+    client_wants_usage: bool,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>(32);
+    let idle = sealed.get().upstream.idle_timeout;
+    tokio::spawn(async move {
+        let _sealed = sealed;
+        let empty = RedactionMap::default();
+        let map = restore.as_ref().unwrap_or(&empty);
+        let mut restorer = ChunkRestorer::new(map);
+        let mut usage = None;
+        let mut last = Value::Null;
+        let mut events = std::pin::pin!(events);
+        let (status, outcome, code): (u16, &str, Option<&str>) = loop {
+            let next = tokio::select! {
+                _ = tx.closed() => break (499, "client_aborted", None),
+                n = tokio::time::timeout(idle, events.next()) => n,
+            };
+            let event = match next {
+                Err(_) => {
+                    let _ = tx
+                        .send(error_event(
+                            "upstream_timeout",
+                            "the upstream stream went silent; ending it",
+                        ))
+                        .await;
+                    break (200, "upstream_error", Some("upstream_timeout"));
+                }
+                Ok(None) => {
+                    let _ = tx
+                        .send(error_event(
+                            "upstream_error",
+                            "the upstream stream ended early",
+                        ))
+                        .await;
+                    break (200, "upstream_error", Some("upstream_truncated"));
+                }
+                Ok(Some(Err(_))) => {
+                    let _ = tx
+                        .send(error_event("upstream_error", "the upstream stream broke"))
+                        .await;
+                    break (200, "upstream_error", Some("upstream_bad_response"));
+                }
+                Ok(Some(Ok(event))) => event,
+            };
+            if event.data.trim() == "[DONE]" {
+                if let Some(extra) = restorer.leftovers(&last) {
+                    let _ = tx.send(extra.to_string()).await;
+                }
+                let _ = tx.send("[DONE]".to_owned()).await;
+                break (200, "completed", None);
+            }
+            let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
+                let _ = tx
+                    .send(error_event(
+                        "upstream_bad_response",
+                        "the upstream sent a malformed event",
+                    ))
+                    .await;
+                break (200, "upstream_error", Some("upstream_bad_response"));
+            };
+            if chunk.get("error").is_some_and(|e| !e.is_null()) {
+                let _ = tx.send(chunk.to_string()).await;
+                break (200, "upstream_error", Some("upstream_error"));
+            }
+            if let Some(u) = usage_of(&chunk) {
+                usage = Some(u);
+            }
+            let usage_only = chunk
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
+                && chunk.get("usage").is_some_and(|u| !u.is_null());
+            if !client_wants_usage {
+                if usage_only {
+                    continue;
+                }
+                if let Some(o) = chunk.as_object_mut() {
+                    o.remove("usage");
+                }
+            }
+            restorer.chunk(&mut chunk);
+            last = chunk.clone();
+            if tx.send(chunk.to_string()).await.is_err() {
+                break (499, "client_aborted", None);
+            }
+        };
+        trail.finish(status, outcome, code, usage).await;
+    });
+    rx
+}
+
+/// Handles `GET /v1/models`: the explicitly configured cloud models and the local model.
+pub async fn models(state: Arc<AppState>, meta: RequestMeta) -> Reply {
+    let snap = state.snapshot.load_full();
+    let mut trail = Trail::new(&state.audit, &meta);
+    let request_id = meta.request_id.clone();
+    let principal = match snap.keys.authenticate(meta.authorization.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            if let AuthError::Revoked { key_id } = &e {
+                trail.decision.key_id = Some(key_id.to_string());
+            }
+            return reject_with(trail, request_id, ApiError::Unauthorized(e)).await;
+        }
+    };
+    trail.decision.key_id = Some(principal.key_id.to_string());
+    trail.decision.tenant = Some(principal.tenant.to_string());
+    trail.decision.action = "allow".to_owned();
+    let mut data: Vec<Value> = snap
+        .cloud
+        .models()
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner.to_string()}))
+        .collect();
+    if let Some(id) = state.local.model_id() {
+        data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": "veil-local"}));
+    }
+    trail.finish(200, "completed", None, None).await;
+    Reply {
+        request_id,
+        action: "allow".to_owned(),
+        route: None,
+        body: ReplyBody::Json(json!({"object": "list", "data": data})),
+    }
+}
+
+/// Answers a request with an error before any decision (unknown path, wrong method), audited.
+pub async fn reject(state: Arc<AppState>, meta: RequestMeta, error: ApiError) -> Reply {
+    let trail = Trail::new(&state.audit, &meta);
+    reject_with(trail, meta.request_id, error).await
+}
+
+async fn reject_with(mut trail: Trail, request_id: String, error: ApiError) -> Reply {
+    let m = error.mapped();
+    trail.decision.reason_code = Some(m.code.to_owned());
+    trail
+        .finish(m.status.as_u16(), m.outcome, Some(m.code), None)
+        .await;
+    Reply {
+        request_id,
+        action: "reject".to_owned(),
+        route: None,
+        body: ReplyBody::Error(error),
+    }
+}
+
+/// What `/readyz` reports.
+#[derive(Debug)]
+pub struct Readiness {
+    /// Whether veil can serve every route its policies may choose.
+    pub ready: bool,
+    /// Per-component detail.
+    pub body: Value,
+}
+
+/// Checks the audit database and the local model.
+pub async fn readiness(state: &AppState) -> Readiness {
+    let audit_ok = state.audit.ping().await.is_ok() && state.audit.is_healthy();
+    let (local_ok, local) = match state.local.status() {
+        LocalStatus::Unavailable { reason } => {
+            (false, json!({"status": "unavailable", "reason": reason}))
+        }
+    };
+    let snap = state.snapshot.load();
+    let mut policies: Vec<Value> = snap
+        .policies
+        .values()
+        .map(|p| json!({"name": p.policy.name.to_string(), "digest": p.policy.digest}))
+        .collect();
+    policies.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let ready = audit_ok && (local_ok || !state.local.is_configured());
+    Readiness {
+        ready,
+        body: json!({
+            "ready": ready,
+            "audit": if audit_ok { "ok" } else { "unavailable" },
+            "local_model": local,
+            "policies": policies,
+        }),
+    }
+}

@@ -1,0 +1,162 @@
+//! Scanning: runs the detectors over a request's joined text, off the async runtime, within a
+//! time bound, and maps every finding back to the segments it covers.
+//!
+//! A detector panic or a timeout never lets a request through unscanned: the result says
+//! `failed`, and the policy's `on_detector_error` action applies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::detect::{Finding, PatternDetector};
+use crate::extract::Extracted;
+
+/// The detectors one policy uses, built once per snapshot.
+#[derive(Debug)]
+pub struct Detectors {
+    /// Patterns, validators and the policy's dictionaries.
+    pub patterns: PatternDetector,
+}
+
+impl Detectors {
+    /// Every finding in `text`, sorted by start.
+    pub fn detect(&self, text: &str) -> Vec<Finding> {
+        self.patterns.detect(text)
+    }
+
+    /// Versions of the detectors, for the audit record.
+    pub fn versions(&self) -> Vec<String> {
+        vec![self.patterns.version().to_owned()]
+    }
+}
+
+/// The part of a finding that falls inside one segment (byte offsets within that segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Segment index.
+    pub segment: usize,
+    /// Start byte within the segment.
+    pub start: usize,
+    /// End byte within the segment.
+    pub end: usize,
+}
+
+/// A request after detection.
+#[derive(Debug)]
+pub struct Scanned {
+    /// What was scanned.
+    pub extracted: Extracted,
+    /// Findings, with offsets in the joined document.
+    pub findings: Vec<Finding>,
+    /// For each finding, the segment pieces it covers.
+    pub pieces: Vec<Vec<Piece>>,
+    /// Detection failed or timed out: nothing may be allowed on the strength of this scan.
+    pub failed: bool,
+    /// Time spent.
+    pub elapsed: Duration,
+}
+
+/// Runs detection with a bound on concurrency and time.
+#[derive(Debug, Clone)]
+pub struct Scanner {
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl Scanner {
+    /// A scanner allowing `concurrency` jobs at once, each limited to `timeout`.
+    pub fn new(concurrency: usize, timeout: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            timeout,
+        }
+    }
+
+    /// Scans everything extracted from one request.
+    pub async fn scan(&self, detectors: Arc<Detectors>, extracted: Extracted) -> Scanned {
+        let started = Instant::now();
+        let (doc, starts) = extracted.joined();
+        let lens: Vec<usize> = extracted.segments.iter().map(|s| s.text.len()).collect();
+        let job = async {
+            let _permit = self.permits.acquire().await.ok()?;
+            tokio::task::spawn_blocking(move || detectors.detect(&doc))
+                .await
+                .ok()
+        };
+        let findings = match tokio::time::timeout(self.timeout, job).await {
+            Ok(Some(findings)) => Some(findings),
+            Ok(None) => {
+                tracing::error!("detector failed (panic); applying on_detector_error");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "detection timed out; applying on_detector_error"
+                );
+                None
+            }
+        };
+        let failed = findings.is_none();
+        let findings = findings.unwrap_or_default();
+        let pieces = findings
+            .iter()
+            .map(|f| pieces_of(f.start, f.end, &starts, &lens))
+            .collect();
+        metrics::histogram!("veil_scan_seconds").record(started.elapsed().as_secs_f64());
+        Scanned {
+            extracted,
+            findings,
+            pieces,
+            failed,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Splits a document range into the segments it overlaps.
+fn pieces_of(start: usize, end: usize, starts: &[usize], lens: &[usize]) -> Vec<Piece> {
+    starts
+        .iter()
+        .zip(lens)
+        .enumerate()
+        .filter_map(|(segment, (&s, &len))| {
+            let lo = start.max(s);
+            let hi = end.min(s + len);
+            (lo < hi).then(|| Piece {
+                segment,
+                start: lo - s,
+                end: hi - s,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_split_across_segments() {
+        // segments "ab" at 0 and "cd" at 3 ("ab cd")
+        let p = pieces_of(1, 5, &[0, 3], &[2, 2]);
+        assert_eq!(
+            p,
+            vec![
+                Piece {
+                    segment: 0,
+                    start: 1,
+                    end: 2
+                },
+                Piece {
+                    segment: 1,
+                    start: 0,
+                    end: 2
+                }
+            ]
+        );
+        // only the separator: no piece
+        assert!(pieces_of(2, 3, &[0, 3], &[2, 2]).is_empty());
+    }
+}

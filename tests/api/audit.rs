@@ -1,0 +1,154 @@
+//! The audit trail: one record per request, durable before egress, no raw text anywhere.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const CANARY_CARD: &str = "4000056655665556";
+const CANARY_SSN: &str = "219-09-9999";
+const CANARY_EMAIL: &str = "canary.person@example.org";
+const CANARY_TEXT: &str = "zebra-marmalade-47";
+
+#[tokio::test]
+async fn every_request_leaves_one_record_without_raw_text() {
+    let veil = Veil::start().await;
+    let requests = vec![
+        (
+            KEY_DEFAULT,
+            user(&format!("card {CANARY_CARD} {CANARY_TEXT}")),
+        ),
+        (
+            KEY_DEFAULT,
+            user(&format!("ssn {CANARY_SSN} {CANARY_TEXT}")),
+        ),
+        (
+            KEY_DEFAULT,
+            user(&format!("mail {CANARY_EMAIL} {CANARY_TEXT}")),
+        ),
+        (KEY_DEFAULT, user(&format!("plain {CANARY_TEXT}"))),
+        ("bad-key", user(&format!("mail {CANARY_EMAIL}"))),
+    ];
+    let mut ids = Vec::new();
+    for (key, body) in &requests {
+        let resp = veil.chat(key, body.clone()).await;
+        ids.push(
+            resp.headers()["x-veil-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        let _ = resp.bytes().await;
+    }
+    let mut streamed = user(&format!("mail {CANARY_EMAIL} {CANARY_TEXT}"));
+    streamed["stream"] = json!(true);
+    let resp = veil.chat(KEY_DEFAULT, streamed).await;
+    ids.push(
+        resp.headers()["x-veil-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let _ = sse_data(resp).await;
+
+    let rows = veil.wait_rows(2 * ids.len()).await;
+    let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in &rows {
+        kinds
+            .entry(r.request_id.clone())
+            .or_default()
+            .push(r.kind.clone());
+    }
+    assert_eq!(kinds.len(), ids.len());
+    for id in &ids {
+        assert_eq!(
+            kinds.get(id),
+            Some(&vec!["decision".to_owned(), "outcome".to_owned()]),
+            "{id}"
+        );
+    }
+    let actions: Vec<_> = rows.iter().filter_map(|r| r.action.clone()).collect();
+    assert_eq!(
+        actions,
+        vec!["block", "local", "redact", "allow", "reject", "redact"]
+    );
+    assert!(veil::audit::verify(&rows).is_empty(), "hash chain intact");
+
+    // The redact record carries types, offsets and HMACs — and no value.
+    let redact: Value = serde_json::from_str(&rows[4].body).unwrap();
+    let email = &redact["entities"][0];
+    assert_eq!(email["entity"], "EMAIL");
+    assert_eq!(email["spans"][0]["field"], "messages[0].content");
+    assert_eq!(email["spans"][0]["start"], 5);
+    assert_eq!(email["spans"][0]["hmac"].as_str().unwrap().len(), 16);
+    assert!(redact["policy_digest"].as_str().unwrap().len() == 64);
+}
+
+#[tokio::test]
+async fn canaries_never_reach_the_database_files() {
+    let veil = Veil::start().await;
+    for text in [
+        format!("card {CANARY_CARD} {CANARY_TEXT}"),
+        format!("ssn {CANARY_SSN} {CANARY_TEXT}"),
+        format!("mail {CANARY_EMAIL} {CANARY_TEXT}"),
+    ] {
+        let _ = veil.chat(KEY_DEFAULT, user(&text)).await.bytes().await;
+        let mut s = user(&text);
+        s["stream"] = json!(true);
+        let _ = sse_data(veil.chat(KEY_DEFAULT, s).await).await;
+    }
+    let _ = veil.wait_rows(12).await;
+    let db = veil.db.clone();
+    // Read while running (WAL not yet checkpointed), then every file after shutdown.
+    let mut bytes = veil.db_bytes();
+    assert!(
+        contains(&bytes, "audit_log"),
+        "the sweep reads the real database"
+    );
+    let Veil { running, dir, .. } = veil;
+    if let Some(r) = running {
+        r.shutdown().await;
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
+    }
+    assert!(db.exists());
+    for canary in [CANARY_CARD, CANARY_SSN, CANARY_EMAIL, CANARY_TEXT] {
+        assert!(
+            !contains(&bytes, canary),
+            "canary {canary} found in the audit files"
+        );
+    }
+}
+
+#[tokio::test]
+async fn audit_outage_fails_closed_with_zero_egress() {
+    let veil = Veil::start_with(|c| c.audit.write_timeout_ms = 300).await;
+    // Another process holds the write lock: writes wait and time out.
+    let url = format!("sqlite://{}", veil.db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let resp = veil.chat(KEY_DEFAULT, user("hello there")).await;
+    assert_eq!(resp.status(), 503);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "audit_unavailable");
+    assert_eq!(
+        veil.mock.hits(),
+        0,
+        "nothing leaves without a durable decision"
+    );
+    let ready = veil.client.get(veil.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let resp = veil.chat(KEY_DEFAULT, user("hello again")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(veil.mock.hits(), 1);
+}

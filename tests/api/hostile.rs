@@ -1,0 +1,227 @@
+//! Protocol abuse: bad keys, bad bodies, smuggling attempts. None of it reaches the cloud.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn raw(
+    veil: &Veil,
+    path: &str,
+    key: Option<&str>,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut req = veil
+        .client
+        .post(veil.url(path))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn bad_missing_and_revoked_keys_are_401_and_audited() {
+    let veil = Veil::start().await;
+    for key in [Some("wrong-key"), None, Some(KEY_REVOKED)] {
+        let resp = raw(
+            &veil,
+            "/v1/chat/completions",
+            key,
+            "application/json",
+            user("hi").to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), 401, "{key:?}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "invalid_api_key");
+    }
+    assert_eq!(veil.mock.hits(), 0);
+    let rows = veil.wait_rows(6).await;
+    assert_eq!(rows.len(), 6);
+    assert!(
+        rows.iter()
+            .filter(|r| r.kind == "outcome")
+            .all(|r| r.status == Some(401))
+    );
+    // The revoked key is identified by id; no key material is stored.
+    assert!(
+        rows[4].body.contains("\"key_id\":\"k-revoked\""),
+        "{}",
+        rows[4].body
+    );
+    let db = veil.db_bytes();
+    assert!(!contains(&db, "wrong-key") && !contains(&db, KEY_REVOKED));
+}
+
+#[tokio::test]
+async fn duplicate_keys_are_rejected_before_scanning() {
+    let veil = Veil::start().await;
+    let smuggle = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"messages":[{"role":"user","content":"card 4111111111111111"}]}"#;
+    let resp = raw(
+        &veil,
+        "/v1/chat/completions",
+        Some(KEY_DEFAULT),
+        "application/json",
+        smuggle,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "duplicate_json_key");
+    assert_eq!(veil.mock.hits(), 0);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_with_and_without_length() {
+    let veil = Veil::start().await;
+    let big = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "a".repeat(100 * 1024)
+    );
+    let resp = raw(
+        &veil,
+        "/v1/chat/completions",
+        Some(KEY_DEFAULT),
+        "application/json",
+        big.clone(),
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+    // Chunked, without Content-Length.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .into_bytes()
+        .chunks(8192)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let resp = raw(
+        &veil,
+        "/v1/chat/completions",
+        Some(KEY_DEFAULT),
+        "application/json",
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(veil.mock.hits(), 0);
+}
+
+#[tokio::test]
+async fn malformed_and_mistyped_bodies_are_rejected() {
+    let veil = Veil::start().await;
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("application/json", b"{\"model\":".to_vec(), 400, "invalid_json"),
+        ("application/json", b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}".to_vec(), 400, "invalid_json"),
+        ("application/json", br#"{"model":"gpt-4o","messages":[{"role":"user","content":"\ud800"}]}"#.to_vec(), 400, "invalid_json"),
+        ("application/json", format!("{}{}", "[".repeat(200), "]".repeat(200)).into_bytes(), 400, "json_too_deep"),
+        ("text/plain", user("hi").to_string().into_bytes(), 415, "unsupported_media_type"),
+        ("application/json", json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "smuggled": "4111111111111111"}).to_string().into_bytes(), 400, "invalid_request"),
+        ("application/json", json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "video", "video": "x"}]}]}).to_string().into_bytes(), 400, "invalid_request"),
+        ("application/json", json!({"model": "gpt-4o", "n": 1000, "messages": [{"role": "user", "content": "x"}]}).to_string().into_bytes(), 400, "invalid_request"),
+    ];
+    for (ct, body, status, code) in cases {
+        let resp = raw(&veil, "/v1/chat/completions", Some(KEY_DEFAULT), ct, body).await;
+        assert_eq!(resp.status(), status, "{code}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], code);
+        assert!(
+            !err["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("4111")
+        );
+    }
+    let resp = veil
+        .client
+        .post(veil.url("/v1/chat/completions"))
+        .bearer_auth(KEY_DEFAULT)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(user("hi").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    assert_eq!(veil.mock.hits(), 0);
+}
+
+#[tokio::test]
+async fn path_variants_route_through_the_scanner() {
+    let veil = Veil::start().await;
+    for path in [
+        "//v1/chat/completions",
+        "/v1/chat/completions/",
+        "/v1//chat//completions",
+    ] {
+        let resp = raw(
+            &veil,
+            path,
+            Some(KEY_DEFAULT),
+            "application/json",
+            user("card 4111 1111 1111 1111").to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), 403, "{path}");
+    }
+    for path in [
+        "/v1/chat%2Fcompletions",
+        "/v2/chat/completions",
+        "/v1/completions",
+    ] {
+        let resp = raw(
+            &veil,
+            path,
+            Some(KEY_DEFAULT),
+            "application/json",
+            user("card 4111 1111 1111 1111").to_string(),
+        )
+        .await;
+        assert_eq!(resp.status(), 404, "{path}");
+    }
+    let resp = veil
+        .client
+        .get(veil.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(veil.mock.hits(), 0);
+    // Every one of them was audited.
+    let rows = veil.wait_rows(14).await;
+    assert_eq!(rows.len(), 14);
+}
+
+#[tokio::test]
+async fn a_model_name_cannot_force_a_route_or_smuggle_text() {
+    let veil = Veil::start().await;
+    let mut body = user("My SSN is 078-05-1120");
+    body["model"] = json!("gpt-4o");
+    let resp = veil
+        .client
+        .post(veil.url("/v1/chat/completions"))
+        .bearer_auth(KEY_DEFAULT)
+        .header("x-veil-route", "mock")
+        .header("x-veil-action", "allow")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    body["model"] = json!("gpt 078-05-1120");
+    let resp = veil.chat(KEY_DEFAULT, body).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(veil.mock.hits(), 0);
+}
+
+#[tokio::test]
+async fn value_split_across_messages_is_detected() {
+    let veil = Veil::start().await;
+    let body = json!({"model": "gpt-4o", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "card 4111 1111"}, {"type": "text", "text": "1111 1111"}]}]});
+    let resp = veil.chat(KEY_DEFAULT, body).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(veil.mock.hits(), 0);
+}

@@ -1,0 +1,10 @@
+//! Integration tests: veil on port 0 with a temporary audit database, in front of a counting
+//! mock cloud upstream. One test binary; modules by subject.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod helpers;
+
+mod audit;
+mod chat;
+mod hostile;
+mod streaming;
