@@ -130,12 +130,15 @@ impl Default for AuditConfig {
 pub struct PoliciesConfig {
     /// Directory of `*.toml` policy files; each file's stem is the policy name.
     pub dir: PathBuf,
+    /// Seconds between checks for changed policy files (0 disables hot reload; SIGHUP still works).
+    pub reload_secs: u64,
 }
 
 impl Default for PoliciesConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("policies"),
+            reload_secs: 2,
         }
     }
 }

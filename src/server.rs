@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::pipeline::AppState;
 use crate::route::local::LocalModel;
 use crate::scan::Scanner;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Env, Reload, Reloader, Snapshot};
 
 /// Why veil could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,9 +66,10 @@ impl Running {
 /// Builds everything from `config` and starts serving. Secrets are read through `env`.
 pub async fn start(
     config: Config,
-    env: impl Fn(&str) -> Option<String>,
+    env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
 ) -> Result<Running, StartError> {
-    let snapshot = Snapshot::build(&config, &env)?;
+    let env: Env = Arc::new(env);
+    let snapshot = Snapshot::build(&config, |k| env(k))?;
     let (audit, writer) = AuditLog::open(
         &config.audit.url,
         Duration::from_millis(config.audit.write_timeout_ms),
@@ -126,6 +127,12 @@ pub async fn start(
             } => Ok(()),
         }
     });
+    spawn_reloader(
+        Reloader::new(config.clone(), env),
+        state.clone(),
+        Duration::from_secs(config.policies.reload_secs),
+        shutdown.clone(),
+    );
     tracing::info!(%addr, "veil listening");
     Ok(Running {
         addr,
@@ -134,4 +141,52 @@ pub async fn start(
         serve,
         writer,
     })
+}
+
+/// Hot reload: on SIGHUP, and every `every` when the policy files change. A policy that does not
+/// compile is logged (file, key, line:column) and counted; the last good snapshot stays active.
+fn spawn_reloader(
+    mut reloader: Reloader,
+    state: Arc<AppState>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(if every.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            every
+        });
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            let force = tokio::select! {
+                () = stop.cancelled() => return,
+                () = hangup => true,
+                _ = tick.tick() => false,
+            };
+            if !force && every.is_zero() {
+                continue;
+            }
+            match reloader.check(&state.snapshot, force) {
+                Reload::Unchanged => {}
+                Reload::Swapped => tracing::info!("policies reloaded"),
+                Reload::Rejected(e) => {
+                    tracing::error!(error = %e, "policy reload rejected; keeping the last good policies")
+                }
+            }
+        }
+    });
 }

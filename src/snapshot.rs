@@ -129,3 +129,85 @@ impl Snapshot {
         })
     }
 }
+
+/// A shareable way to read environment variables (secrets are read again on reload).
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Rebuilds the snapshot when policy files change; a bad file keeps the last good snapshot.
+pub struct Reloader {
+    config: Config,
+    env: Env,
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("dir", &self.config.policies.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reload check did.
+#[derive(Debug)]
+pub enum Reload {
+    /// Files unchanged.
+    Unchanged,
+    /// A new snapshot is active.
+    Swapped,
+    /// Files changed but do not compile; the last good snapshot stays active.
+    Rejected(SnapshotError),
+}
+
+impl Reloader {
+    /// A reloader for the snapshot built from `config`.
+    pub fn new(config: Config, env: Env) -> Self {
+        let fingerprint = fingerprint(&config.policies.dir);
+        Self {
+            config,
+            env,
+            fingerprint,
+        }
+    }
+
+    /// Rebuilds if the policy files changed (or `force`), swapping atomically on success.
+    pub fn check(&mut self, target: &arc_swap::ArcSwap<Snapshot>, force: bool) -> Reload {
+        let now = fingerprint(&self.config.policies.dir);
+        if !force && now == self.fingerprint {
+            return Reload::Unchanged;
+        }
+        let env = self.env.clone();
+        match Snapshot::build(&self.config, move |k| env(k)) {
+            Ok(snap) => {
+                self.fingerprint = now;
+                target.store(Arc::new(snap));
+                metrics::counter!("veil_policy_reloads_total").increment(1);
+                Reload::Swapped
+            }
+            Err(e) => {
+                // Remember the bad state so the same error is reported once, not every tick.
+                self.fingerprint = now;
+                metrics::counter!("veil_policy_reload_failures_total").increment(1);
+                Reload::Rejected(e)
+            }
+        }
+    }
+}
+
+/// SHA-256 over the names and contents of the policy files.
+fn fingerprint(dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    paths.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|x| x == "toml"));
+    paths.sort();
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(p.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(std::fs::read(&p).unwrap_or_default());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}

@@ -7,4 +7,5 @@ mod helpers;
 mod audit;
 mod chat;
 mod hostile;
+mod policy;
 mod streaming;
