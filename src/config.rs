@@ -60,6 +60,9 @@ pub struct Config {
     /// Detection settings shared by all policies.
     #[serde(default)]
     pub detect: DetectConfig,
+    /// The token classifier.
+    #[serde(default)]
+    pub classifier: ClassifierSettings,
     /// Environment variable holding the HMAC key for audit value digests and hash redaction.
     #[serde(default = "default_hmac_key_env")]
     pub hmac_key_env: String,
@@ -244,6 +247,44 @@ impl Default for DetectConfig {
     }
 }
 
+/// What to do when the classifier cannot be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    /// Refuse to start.
+    Refuse,
+    /// Start, and treat every request as unscannable (the policy's `on_unscannable` applies).
+    Unscannable,
+}
+
+/// The token classifier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierSettings {
+    /// Directory with `model.onnx`, `tokenizer.json`, `manifest.toml`; empty disables the classifier.
+    pub dir: PathBuf,
+    /// The ONNX Runtime shared library (`VEIL_ORT_LIB` overrides).
+    pub ort_library: PathBuf,
+    /// Inference threads.
+    pub threads: usize,
+    /// Windows per inference batch.
+    pub batch: usize,
+    /// What to do when the model is missing or corrupt.
+    pub on_missing: OnMissing,
+}
+
+impl Default for ClassifierSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("models/classifier"),
+            ort_library: PathBuf::from(".cache/onnxruntime/libonnxruntime.so.1.31.1"),
+            threads: 2,
+            batch: 16,
+            on_missing: OnMissing::Refuse,
+        }
+    }
+}
+
 fn default_hmac_key_env() -> String {
     "VEIL_HMAC_KEY".to_owned()
 }
@@ -270,6 +311,10 @@ pub mod env {
     pub const LOCAL_MODEL: &str = "VEIL_LOCAL_MODEL";
     /// Overrides `policies.dir`.
     pub const POLICIES_DIR: &str = "VEIL_POLICIES_DIR";
+    /// Overrides `classifier.ort_library`.
+    pub const ORT_LIB: &str = "VEIL_ORT_LIB";
+    /// Overrides `classifier.dir`.
+    pub const CLASSIFIER_DIR: &str = "VEIL_CLASSIFIER_DIR";
 }
 
 impl Config {
@@ -314,6 +359,12 @@ impl Config {
         if let Some(v) = get(env::POLICIES_DIR) {
             self.policies.dir = PathBuf::from(v);
         }
+        if let Some(v) = get(env::ORT_LIB) {
+            self.classifier.ort_library = PathBuf::from(v);
+        }
+        if let Some(v) = get(env::CLASSIFIER_DIR) {
+            self.classifier.dir = PathBuf::from(v);
+        }
         for u in &mut self.upstreams {
             let var = format!(
                 "VEIL_UPSTREAM_{}_BASE_URL",
@@ -336,6 +387,8 @@ impl Config {
         };
         fix(&mut self.policies.dir);
         fix(&mut self.local.model);
+        fix(&mut self.classifier.dir);
+        fix(&mut self.classifier.ort_library);
         if let Some(rest) = self.audit.url.strip_prefix("sqlite://") {
             let p = Path::new(rest);
             if p.is_relative() && !rest.starts_with(':') {

@@ -86,9 +86,19 @@ enum AuditCommand {
     Verify,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     veil::telemetry::init_logging();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::Scan {
@@ -98,7 +108,11 @@ fn main() -> anyhow::Result<()> {
             text,
         } => {
             let config = Config::load(&cli.config)?;
-            let set = Snapshot::policy_set(&config.policies.dir.join(format!("{policy}.toml")))?;
+            let classifier = veil::snapshot::load_classifier(&config.classifier)?;
+            let set = Snapshot::policy_set(
+                &config.policies.dir.join(format!("{policy}.toml")),
+                &classifier,
+            )?;
             match (jsonl, file, text) {
                 (Some(paths), _, _) => match paths.as_slice() {
                     [input, output] => scan_jsonl(&set, input, output),
@@ -121,7 +135,8 @@ fn main() -> anyhow::Result<()> {
             command: PolicyCommand::Check,
         } => {
             let config = Config::load(&cli.config)?;
-            let snap = Snapshot::build(&config, |k| std::env::var(k).ok())?;
+            let classifier = veil::snapshot::load_classifier(&config.classifier)?;
+            let snap = Snapshot::build(&config, &classifier, |k| std::env::var(k).ok())?;
             let mut names: Vec<_> = snap.policies.values().collect();
             names.sort_by(|a, b| a.policy.name.cmp(&b.policy.name));
             for p in names {
@@ -197,7 +212,7 @@ async fn shutdown_signal() {
 }
 
 fn print_findings(set: &PolicySet, text: &str) -> anyhow::Result<()> {
-    let findings = set.detectors.detect(text);
+    let findings = set.detectors.detect(text)?;
     let mut out = std::io::stdout().lock();
     if findings.is_empty() {
         writeln!(out, "no findings")?;
@@ -241,7 +256,7 @@ fn scan_jsonl(set: &PolicySet, input: &Path, output: &Path) -> anyhow::Result<()
             .with_context(|| format!("{}:{}: no \"text\" string", input.display(), n + 1))?;
         let spans: Vec<Value> = set
             .detectors
-            .detect(text)
+            .detect(text)?
             .into_iter()
             .map(|f| {
                 let (start, end) = char_offsets(text, f.start, f.end);

@@ -308,7 +308,8 @@ async fn run(
         tenant: &principal.tenant,
         model: &request.model,
         detector_failed: scanned.failed,
-        unscannable: scanned.extracted.unscannable.len(),
+        unscannable: scanned.extracted.unscannable.len()
+            + usize::from(scanned.classifier_unavailable),
     });
     record_scan(&mut trail.decision, &scanned, &decision, &state.digester);
     tracing::info!(
@@ -480,6 +481,12 @@ fn record_scan(
             kind: u.kind.to_owned(),
         })
         .collect();
+    if scanned.classifier_unavailable {
+        record.unscannable.push(UnscannableRecord {
+            field: "*".to_owned(),
+            kind: "classifier_unavailable".to_owned(),
+        });
+    }
 }
 
 fn usage_of(v: &Value) -> Option<(u64, u64)> {

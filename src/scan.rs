@@ -9,25 +9,79 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::detect::{Finding, PatternDetector};
+use std::collections::{BTreeMap, HashSet};
+
+use crate::detect::classifier::{Classifier, ClassifierError};
+use crate::detect::{EntityType, Finding, PatternDetector};
 use crate::extract::Extracted;
+
+/// The classifier as the process has it.
+#[derive(Debug, Clone)]
+pub enum ClassifierState {
+    /// Not configured: patterns only.
+    Disabled,
+    /// Loaded and verified.
+    Loaded(Arc<Classifier>),
+    /// Configured but not loadable, and configured to treat requests as unscannable.
+    Unavailable(String),
+}
 
 /// The detectors one policy uses, built once per snapshot.
 #[derive(Debug)]
 pub struct Detectors {
     /// Patterns, validators and the policy's dictionaries.
     pub patterns: PatternDetector,
+    /// The shared classifier.
+    pub classifier: ClassifierState,
+    /// The policy's classifier thresholds.
+    pub thresholds: BTreeMap<EntityType, f32>,
+    /// The policy's allow list, lower-cased: classifier findings equal to a term are dropped.
+    pub allow: HashSet<String>,
 }
 
 impl Detectors {
-    /// Every finding in `text`, sorted by start.
-    pub fn detect(&self, text: &str) -> Vec<Finding> {
-        self.patterns.detect(text)
+    /// Builds the detectors for one policy.
+    pub fn new(
+        patterns: PatternDetector,
+        classifier: ClassifierState,
+        thresholds: BTreeMap<EntityType, f32>,
+        allow: &[String],
+    ) -> Self {
+        Self {
+            patterns,
+            classifier,
+            thresholds,
+            allow: allow.iter().map(|t| t.to_lowercase()).collect(),
+        }
+    }
+
+    /// Every finding in `text`: pattern findings, then classifier findings, sorted by start.
+    /// Overlaps are kept (each counts for the policy); redaction covers their union.
+    pub fn detect(&self, text: &str) -> Result<Vec<Finding>, ClassifierError> {
+        let mut findings = self.patterns.detect(text);
+        if let ClassifierState::Loaded(c) = &self.classifier {
+            let extra = c.detect(text, &self.thresholds)?;
+            findings.extend(extra.into_iter().filter(|f| {
+                let value = text.get(f.start..f.end).unwrap_or_default();
+                !self.allow.contains(&value.to_lowercase())
+            }));
+            findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        }
+        Ok(findings)
+    }
+
+    /// Whether every request must be treated as unscannable (classifier configured but missing).
+    pub fn unavailable(&self) -> bool {
+        matches!(self.classifier, ClassifierState::Unavailable(_))
     }
 
     /// Versions of the detectors, for the audit record.
     pub fn versions(&self) -> Vec<String> {
-        vec![self.patterns.version().to_owned()]
+        let mut v = vec![self.patterns.version().to_owned()];
+        if let ClassifierState::Loaded(c) = &self.classifier {
+            v.push(c.version().to_owned());
+        }
+        v
     }
 }
 
@@ -53,6 +107,8 @@ pub struct Scanned {
     pub pieces: Vec<Vec<Piece>>,
     /// Detection failed or timed out: nothing may be allowed on the strength of this scan.
     pub failed: bool,
+    /// The classifier is configured but unavailable: the request counts as unscannable.
+    pub classifier_unavailable: bool,
     /// Time spent.
     pub elapsed: Duration,
 }
@@ -78,14 +134,37 @@ impl Scanner {
         let started = Instant::now();
         let (doc, starts) = extracted.joined();
         let lens: Vec<usize> = extracted.segments.iter().map(|s| s.text.len()).collect();
+        let classifier_unavailable = detectors.unavailable();
         let job = async {
             let _permit = self.permits.acquire().await.ok()?;
-            tokio::task::spawn_blocking(move || detectors.detect(&doc))
-                .await
-                .ok()
+            tokio::task::spawn_blocking(move || {
+                let blobs = crate::detect::opaque_blobs(&doc);
+                detectors.detect(&doc).map(|f| (f, blobs))
+            })
+            .await
+            .ok()
         };
+        let mut extracted = extracted;
         let findings = match tokio::time::timeout(self.timeout, job).await {
-            Ok(Some(findings)) => Some(findings),
+            Ok(Some(Ok((findings, blobs)))) => {
+                // Large encoded blobs that do not decode cannot be scanned.
+                for blob in blobs {
+                    for p in pieces_of(blob.start, blob.end, &starts, &lens) {
+                        if let Some(seg) = extracted.segments.get(p.segment) {
+                            let path = crate::extract::render(&seg.location.path);
+                            extracted.unscannable.push(crate::extract::Unscannable {
+                                path,
+                                kind: "opaque_blob",
+                            });
+                        }
+                    }
+                }
+                Some(findings)
+            }
+            Ok(Some(Err(e))) => {
+                tracing::error!(error = %e, "classifier failed; applying on_detector_error");
+                None
+            }
             Ok(None) => {
                 tracing::error!("detector failed (panic); applying on_detector_error");
                 None
@@ -110,6 +189,7 @@ impl Scanner {
             findings,
             pieces,
             failed,
+            classifier_unavailable,
             elapsed: started.elapsed(),
         }
     }

@@ -69,7 +69,8 @@ pub async fn start(
     env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
 ) -> Result<Running, StartError> {
     let env: Env = Arc::new(env);
-    let snapshot = Snapshot::build(&config, |k| env(k))?;
+    let classifier = crate::snapshot::load_classifier(&config.classifier)?;
+    let snapshot = Snapshot::build(&config, &classifier, |k| env(k))?;
     let (audit, writer) = AuditLog::open(
         &config.audit.url,
         Duration::from_millis(config.audit.write_timeout_ms),
@@ -128,7 +129,7 @@ pub async fn start(
         }
     });
     spawn_reloader(
-        Reloader::new(config.clone(), env),
+        Reloader::new(config.clone(), classifier, env),
         state.clone(),
         Duration::from_secs(config.policies.reload_secs),
         shutdown.clone(),

@@ -7,11 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::auth::Keys;
-use crate::config::Config;
+use crate::config::{ClassifierSettings, Config, OnMissing};
 use crate::detect::PatternDetector;
+use crate::detect::classifier::{Classifier, ClassifierConfig};
 use crate::policy::{self, Policy};
 use crate::route::cloud::Cloud;
-use crate::scan::Detectors;
+use crate::scan::{ClassifierState, Detectors};
 
 /// A policy and the detectors built from its dictionaries.
 #[derive(Debug, Clone)]
@@ -58,38 +59,59 @@ pub enum SnapshotError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The classifier could not be loaded and `classifier.on_missing` is `refuse`.
+    #[error(
+        "classifier: {0} (set classifier.on_missing = \"unscannable\" to start anyway and keep every request local)"
+    )]
+    Classifier(String),
+}
+
+/// Loads the classifier once per process, as `classifier` in `veil.toml` says.
+pub fn load_classifier(settings: &ClassifierSettings) -> Result<ClassifierState, SnapshotError> {
+    if settings.dir.as_os_str().is_empty() {
+        return Ok(ClassifierState::Disabled);
+    }
+    let cfg = ClassifierConfig {
+        dir: settings.dir.clone(),
+        ort_library: settings.ort_library.clone(),
+        threads: settings.threads,
+        batch: settings.batch,
+    };
+    match Classifier::load(&cfg) {
+        Ok(c) => Ok(ClassifierState::Loaded(Arc::new(c))),
+        Err(e) if settings.on_missing == OnMissing::Unscannable => {
+            tracing::error!(error = %e, "classifier unavailable; every request will be treated as unscannable");
+            Ok(ClassifierState::Unavailable(e.to_string()))
+        }
+        Err(e) => Err(SnapshotError::Classifier(e.to_string())),
+    }
+}
+
+fn detectors(policy: &Policy, classifier: &ClassifierState) -> Result<Detectors, SnapshotError> {
+    let patterns = PatternDetector::new(&policy.patterns).map_err(|e| SnapshotError::Detector {
+        policy: policy.name.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(Detectors::new(
+        patterns,
+        classifier.clone(),
+        policy.classifier_thresholds.clone(),
+        &policy.patterns.allow,
+    ))
 }
 
 impl Snapshot {
     /// Compiles configuration and the policy directory.
     pub fn build(
         config: &Config,
+        classifier: &ClassifierState,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, SnapshotError> {
         let policies = policy::load_dir(&config.policies.dir)?;
-        Self::from_policies(config, policies, env)
-    }
-
-    /// Compiles configuration with already-loaded policies.
-    pub fn from_policies(
-        config: &Config,
-        policies: HashMap<Arc<str>, Arc<Policy>>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, SnapshotError> {
         let mut sets = HashMap::new();
         for (name, policy) in policies {
-            let patterns =
-                PatternDetector::new(&policy.patterns).map_err(|e| SnapshotError::Detector {
-                    policy: name.to_string(),
-                    message: e.to_string(),
-                })?;
-            sets.insert(
-                name,
-                PolicySet {
-                    policy,
-                    detectors: Arc::new(Detectors { patterns }),
-                },
-            );
+            let detectors = Arc::new(detectors(&policy, classifier)?);
+            sets.insert(name, PolicySet { policy, detectors });
         }
         let keys = Keys::new(&config.keys);
         for (key_id, policy) in keys.policies() {
@@ -109,8 +131,11 @@ impl Snapshot {
         })
     }
 
-    /// Loads a single policy file for the CLI (`veil scan --policy FILE`).
-    pub fn policy_set(path: &Path) -> Result<PolicySet, SnapshotError> {
+    /// Loads a single policy file for the CLI (`veil scan --policy NAME`).
+    pub fn policy_set(
+        path: &Path,
+        classifier: &ClassifierState,
+    ) -> Result<PolicySet, SnapshotError> {
         let text = std::fs::read_to_string(path).map_err(|source| {
             SnapshotError::Policy(policy::PolicyError::Read {
                 path: path.to_owned(),
@@ -118,14 +143,10 @@ impl Snapshot {
             })
         })?;
         let policy = policy::compile(path, &text).map_err(policy::PolicyError::from)?;
-        let patterns =
-            PatternDetector::new(&policy.patterns).map_err(|e| SnapshotError::Detector {
-                policy: policy.name.to_string(),
-                message: e.to_string(),
-            })?;
+        let detectors = Arc::new(detectors(&policy, classifier)?);
         Ok(PolicySet {
             policy: Arc::new(policy),
-            detectors: Arc::new(Detectors { patterns }),
+            detectors,
         })
     }
 }
@@ -136,6 +157,7 @@ pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// Rebuilds the snapshot when policy files change; a bad file keeps the last good snapshot.
 pub struct Reloader {
     config: Config,
+    classifier: ClassifierState,
     env: Env,
     fingerprint: String,
 }
@@ -161,10 +183,11 @@ pub enum Reload {
 
 impl Reloader {
     /// A reloader for the snapshot built from `config`.
-    pub fn new(config: Config, env: Env) -> Self {
+    pub fn new(config: Config, classifier: ClassifierState, env: Env) -> Self {
         let fingerprint = fingerprint(&config.policies.dir);
         Self {
             config,
+            classifier,
             env,
             fingerprint,
         }
@@ -177,7 +200,7 @@ impl Reloader {
             return Reload::Unchanged;
         }
         let env = self.env.clone();
-        match Snapshot::build(&self.config, move |k| env(k)) {
+        match Snapshot::build(&self.config, &self.classifier, move |k| env(k)) {
             Ok(snap) => {
                 self.fingerprint = now;
                 target.store(Arc::new(snap));

@@ -27,6 +27,15 @@ struct PolicyFile {
     rules: Vec<RuleFile>,
     #[serde(default)]
     dictionaries: DictionariesFile,
+    #[serde(default)]
+    classifier: ClassifierFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifierFile {
+    #[serde(default)]
+    thresholds: BTreeMap<Spanned<String>, Spanned<f32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,12 +133,14 @@ pub fn compile(path: &Path, text: &str) -> Result<Policy, TomlError> {
     };
     // Custom entity types exist only when a deny list in this file declares them, so that a
     // typo such as "SNN" is an error rather than a rule that never matches.
-    let declared: BTreeSet<&str> = file
+    let mut declared: BTreeSet<&str> = file
         .dictionaries
         .deny
         .iter()
         .map(|d| d.entity.get_ref().as_str())
         .collect();
+    // Custom types the pattern tier itself emits.
+    declared.insert(crate::detect::DRIVERS_LICENSE);
     let entity = |s: &Spanned<String>, key: String| -> Result<EntityType, TomlError> {
         let parsed = s
             .get_ref()
@@ -209,6 +220,20 @@ pub fn compile(path: &Path, text: &str) -> Result<Policy, TomlError> {
         operators.insert(e, *op);
     }
 
+    let mut classifier_thresholds = BTreeMap::new();
+    for (name, value) in &file.classifier.thresholds {
+        let key = format!("classifier.thresholds.{}", name.get_ref());
+        let e = entity(name, key.clone())?;
+        if !(0.0..=1.0).contains(value.get_ref()) {
+            return Err(err(
+                value.span(),
+                key,
+                "must be between 0.0 and 1.0".to_owned(),
+            ));
+        }
+        classifier_thresholds.insert(e, *value.get_ref());
+    }
+
     let mut deny = Vec::new();
     for (i, d) in file.dictionaries.deny.iter().enumerate() {
         deny.push(DenyList {
@@ -238,5 +263,6 @@ pub fn compile(path: &Path, text: &str) -> Result<Policy, TomlError> {
         operators,
         rules,
         patterns,
+        classifier_thresholds,
     })
 }

@@ -151,6 +151,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Dictionaries for the pattern detector.
     pub patterns: PatternConfig,
+    /// Classifier score thresholds per entity type (override the model's defaults).
+    pub classifier_thresholds: BTreeMap<EntityType, f32>,
 }
 
 /// Why an action was chosen: a rule id and a reason without any value.

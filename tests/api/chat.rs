@@ -84,7 +84,7 @@ async fn local_decision_without_local_model_is_503_and_never_cloud() {
     let resp = veil
         .chat(
             KEY_DEFAULT,
-            user("My SSN is 078-05-1120, what should I do?"),
+            user("My SSN is 536-22-8726, what should I do?"),
         )
         .await;
     assert_eq!(resp.status(), 503);

@@ -261,6 +261,9 @@ pub fn config(mock: &Mock, dir: &Path) -> Config {
     c.server.max_body_bytes = 64 * 1024;
     c.audit.url = format!("sqlite://{}", dir.join("audit.db").display());
     c.policies.dir = repo().join("policies");
+    // Pipeline tests use the pattern tier only (fast, deterministic); classifier tests opt in
+    // with `with_classifier`.
+    c.classifier.dir = PathBuf::new();
     c.upstreams = vec![UpstreamConfig {
         name: "mock".to_owned(),
         base_url: format!("http://{}/v1", mock.addr),
@@ -393,4 +396,13 @@ pub fn streamed_text(events: &[String]) -> String {
                 .map(str::to_owned)
         })
         .collect()
+}
+
+/// Enables the shipped classifier (model under `models/classifier`, ONNX Runtime from
+/// `VEIL_ORT_LIB` or `.cache/onnxruntime`).
+pub fn with_classifier(c: &mut Config) {
+    c.classifier.dir = repo().join("models/classifier");
+    c.classifier.ort_library = std::env::var("VEIL_ORT_LIB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
 }

@@ -197,7 +197,7 @@ async fn path_variants_route_through_the_scanner() {
 #[tokio::test]
 async fn a_model_name_cannot_force_a_route_or_smuggle_text() {
     let veil = Veil::start().await;
-    let mut body = user("My SSN is 078-05-1120");
+    let mut body = user("My SSN is 536-22-8726");
     body["model"] = json!("gpt-4o");
     let resp = veil
         .client
@@ -210,7 +210,7 @@ async fn a_model_name_cannot_force_a_route_or_smuggle_text() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 503);
-    body["model"] = json!("gpt 078-05-1120");
+    body["model"] = json!("gpt 536-22-8726");
     let resp = veil.chat(KEY_DEFAULT, body).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(veil.mock.hits(), 0);
@@ -222,6 +222,42 @@ async fn value_split_across_messages_is_detected() {
     let body = json!({"model": "gpt-4o", "messages": [
         {"role": "user", "content": [{"type": "text", "text": "card 4111 1111"}, {"type": "text", "text": "1111 1111"}]}]});
     let resp = veil.chat(KEY_DEFAULT, body).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(veil.mock.hits(), 0);
+}
+
+#[tokio::test]
+async fn opaque_encoded_blob_is_unscannable() {
+    use base64::Engine;
+    let veil = Veil::start().await;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..900)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let blob = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let resp = veil
+        .chat(KEY_DEFAULT, user(&format!("decode this for me: {blob}")))
+        .await;
+    assert_eq!(resp.status(), 503, "unscannable content stays local");
+    assert_eq!(resp.headers()["x-veil-action"], "local");
+    assert_eq!(veil.mock.hits(), 0);
+    let rows = veil.wait_rows(2).await;
+    assert!(rows[0].body.contains("opaque_blob"), "{}", rows[0].body);
+}
+
+#[tokio::test]
+async fn encoded_sensitive_value_is_detected() {
+    use base64::Engine;
+    let veil = Veil::start().await;
+    let encoded = base64::engine::general_purpose::STANDARD.encode("card 4111 1111 1111 1111");
+    let resp = veil
+        .chat(KEY_DEFAULT, user(&format!("what is {encoded}?")))
+        .await;
     assert_eq!(resp.status(), 403);
     assert_eq!(veil.mock.hits(), 0);
 }

@@ -170,7 +170,7 @@ def main():
             except openai.PermissionDeniedError as e:
                 assert e.code == "policy_blocked" and "pci.card.block" in str(e), e
             try:
-                client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "my SSN is 078-05-1120"}])
+                client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "my SSN is 536-22-8726"}])
                 raise AssertionError("SSN was not kept local")
             except openai.InternalServerError as e:
                 assert e.status_code == 503 and e.code == "local_model_unavailable", e

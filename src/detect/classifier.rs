@@ -1,0 +1,524 @@
+//! The token classifier: an int8 ONNX encoder (run with `ort`) that finds what patterns cannot
+//! see — names, places, organizations, free-form dates.
+//!
+//! Decoding mirrors `training/predict.py` exactly (see `models/README.md`, "Decoding rules"):
+//! the text is tokenized once; overlapping windows of `max_seq_len - 2` word-pieces are batched;
+//! each piece takes its probabilities from the window where it is most central; a word's
+//! probabilities are the mean of its pieces'; a word belongs to the entity type X maximizing
+//! `p(B-X) + p(I-X)` when that sum reaches X's threshold; consecutive words of one type form a
+//! span unless `p(B-X) > p(I-X)` starts a new one. Offsets are byte offsets in the original
+//! text, mapped by the tokenizer through its normalization.
+//!
+//! The model and tokenizer files are checked against the SHA-256 sums in `manifest.toml`
+//! before they are loaded: a corrupt or substituted file is refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use super::{EntityType, Finding};
+
+/// Why the classifier could not load or run. Messages never contain text being scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifierError {
+    /// A file is missing or unreadable.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        message: String,
+    },
+    /// A file's SHA-256 is not the one in the manifest.
+    #[error(
+        "{path}: checksum mismatch (expected {expected}, found {found}); the file is corrupt or was replaced — run `make assets` or restore it from git"
+    )]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// Expected hex digest.
+        expected: String,
+        /// Actual hex digest.
+        found: String,
+    },
+    /// The manifest is invalid.
+    #[error("{0}")]
+    Manifest(String),
+    /// ONNX Runtime failed (library, session or inference).
+    #[error("onnx runtime: {0}")]
+    Runtime(String),
+    /// The tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// `models/classifier/manifest.toml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    /// BIO labels in output order.
+    pub labels: Vec<String>,
+    /// Tokens per window, including `[CLS]` and `[SEP]`.
+    pub max_seq_len: usize,
+    /// Word-pieces between window starts.
+    pub stride: usize,
+    /// Default per-type thresholds.
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, f32>,
+    /// Hex SHA-256 of `model.onnx`.
+    pub model_sha256: String,
+    /// Hex SHA-256 of `tokenizer.json`.
+    pub tokenizer_sha256: String,
+    /// Model version, recorded in audit records.
+    pub version: String,
+}
+
+/// Where the classifier lives and how to run it.
+#[derive(Debug, Clone)]
+pub struct ClassifierConfig {
+    /// Directory holding `model.onnx`, `tokenizer.json` and `manifest.toml`.
+    pub dir: PathBuf,
+    /// Path of `libonnxruntime.so` (loaded at run time).
+    pub ort_library: PathBuf,
+    /// Intra-op threads.
+    pub threads: usize,
+    /// Windows per inference batch.
+    pub batch: usize,
+}
+
+/// One entity type the model knows, with the indices of its B- and I- labels.
+#[derive(Debug, Clone)]
+struct TypeIdx {
+    entity: EntityType,
+    name: String,
+    b: usize,
+    i: usize,
+}
+
+/// The loaded classifier; shared by all requests (inference is serialized on one session,
+/// which uses `threads` cores).
+pub struct Classifier {
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    types: Vec<TypeIdx>,
+    labels: usize,
+    window: usize,
+    stride: usize,
+    batch: usize,
+    cls: u32,
+    sep: u32,
+    pad: u32,
+    thresholds: Vec<f32>,
+    version: String,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<(Vec<u8>, String), ClassifierError> {
+    let bytes = std::fs::read(path).map_err(|e| ClassifierError::Read {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    Ok((bytes, digest))
+}
+
+fn verified(path: &Path, expected: &str) -> Result<Vec<u8>, ClassifierError> {
+    let (bytes, found) = sha256_file(path)?;
+    if !found.eq_ignore_ascii_case(expected) {
+        return Err(ClassifierError::Checksum {
+            path: path.to_owned(),
+            expected: expected.to_owned(),
+            found,
+        });
+    }
+    Ok(bytes)
+}
+
+/// The process-wide ONNX Runtime environment (the library can be loaded only once).
+fn environment(library: &Path) -> Result<ort::environment::Environment, ClassifierError> {
+    static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let builder = ort::init_from(library).map_err(|e| e.to_string())?;
+        builder.with_name("veil").build().map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(ClassifierError::Runtime)
+}
+
+fn runtime<E: std::fmt::Display>(e: E) -> ClassifierError {
+    ClassifierError::Runtime(e.to_string())
+}
+
+impl Classifier {
+    /// Loads and verifies the model, tokenizer and manifest.
+    pub fn load(cfg: &ClassifierConfig) -> Result<Self, ClassifierError> {
+        let manifest_path = cfg.dir.join("manifest.toml");
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| ClassifierError::Read {
+            path: manifest_path.clone(),
+            message: e.to_string(),
+        })?;
+        let manifest: Manifest = crate::config::parse_toml(&manifest_path, &text)
+            .map_err(|e| ClassifierError::Manifest(e.to_string()))?;
+        let model = verified(&cfg.dir.join("model.onnx"), &manifest.model_sha256)?;
+        let tok_bytes = verified(&cfg.dir.join("tokenizer.json"), &manifest.tokenizer_sha256)?;
+
+        let mut tokenizer = Tokenizer::from_bytes(&tok_bytes)
+            .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(None);
+        let id = |t: &str| {
+            tokenizer.token_to_id(t).ok_or_else(|| {
+                ClassifierError::Tokenizer(format!("no {t} token in tokenizer.json"))
+            })
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        let pad = tokenizer.token_to_id("[PAD]").unwrap_or(0);
+
+        let mut types = Vec::new();
+        for (b, label) in manifest.labels.iter().enumerate() {
+            let Some(name) = label.strip_prefix("B-") else {
+                continue;
+            };
+            let i = manifest
+                .labels
+                .iter()
+                .position(|l| l.strip_prefix("I-") == Some(name))
+                .ok_or_else(|| {
+                    ClassifierError::Manifest(format!("label B-{name} has no I-{name}"))
+                })?;
+            let entity = name
+                .parse::<EntityType>()
+                .map_err(|_| ClassifierError::Manifest(format!("unknown entity type {name}")))?;
+            types.push(TypeIdx {
+                entity,
+                name: name.to_owned(),
+                b,
+                i,
+            });
+        }
+        if manifest.max_seq_len < 8
+            || manifest.stride == 0
+            || manifest.stride > manifest.max_seq_len - 2
+        {
+            return Err(ClassifierError::Manifest(
+                "max_seq_len must be at least 8 and stride between 1 and max_seq_len - 2"
+                    .to_owned(),
+            ));
+        }
+        let thresholds = types
+            .iter()
+            .map(|t| manifest.thresholds.get(&t.name).copied().unwrap_or(0.5))
+            .collect();
+
+        let env = environment(&cfg.ort_library)?;
+        let session = Session::builder(&env)
+            .map_err(runtime)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(runtime)?
+            .with_intra_threads(cfg.threads.max(1))
+            .map_err(runtime)?
+            .with_inter_threads(1)
+            .map_err(runtime)?
+            .commit_from_memory(&model)
+            .map_err(runtime)?;
+        Ok(Self {
+            session: Mutex::new(session),
+            tokenizer,
+            types,
+            labels: manifest.labels.len(),
+            window: manifest.max_seq_len - 2,
+            stride: manifest.stride,
+            batch: cfg.batch.max(1),
+            cls,
+            sep,
+            pad,
+            thresholds,
+            version: manifest.version,
+        })
+    }
+
+    /// Model version, for audit records.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Entity types the model can emit.
+    pub fn entities(&self) -> impl Iterator<Item = &EntityType> {
+        self.types.iter().map(|t| &t.entity)
+    }
+
+    /// Default threshold for an entity type.
+    pub fn threshold(&self, entity: &EntityType) -> Option<f32> {
+        self.types
+            .iter()
+            .zip(&self.thresholds)
+            .find(|(t, _)| &t.entity == entity)
+            .map(|(_, th)| *th)
+    }
+
+    /// Findings in `text` with the manifest's thresholds, overridden per type by `overrides`.
+    pub fn detect(
+        &self,
+        text: &str,
+        overrides: &BTreeMap<EntityType, f32>,
+    ) -> Result<Vec<Finding>, ClassifierError> {
+        if text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
+        let probs = self.piece_probs(enc.get_ids())?;
+        let thresholds: Vec<f32> = self
+            .types
+            .iter()
+            .zip(&self.thresholds)
+            .map(|(t, d)| overrides.get(&t.entity).copied().unwrap_or(*d))
+            .collect();
+        let words = self.words(enc.get_word_ids(), enc.get_offsets(), &probs);
+        Ok(self.decode(&words, &thresholds))
+    }
+
+    /// Window ranges over `n` pieces: starts at 0, `stride`, …, and a last window ending at `n`.
+    fn windows(&self, n: usize) -> Vec<(usize, usize)> {
+        if n <= self.window {
+            return vec![(0, n)];
+        }
+        let mut out: Vec<(usize, usize)> = (0..n - self.window)
+            .step_by(self.stride)
+            .map(|s| (s, s + self.window))
+            .collect();
+        out.push((n - self.window, n));
+        out
+    }
+
+    /// Softmax probabilities per piece, each from the window where the piece is most central.
+    fn piece_probs(&self, ids: &[u32]) -> Result<Vec<f32>, ClassifierError> {
+        let n = ids.len();
+        let c = self.labels;
+        let mut probs = vec![0f32; n * c];
+        let mut best = vec![(-1i64, usize::MAX); n]; // (centrality, window start)
+        let mut jobs = self.windows(n);
+        jobs.sort_by_key(|(s, e)| e - s);
+        for chunk in jobs.chunks(self.batch) {
+            let len = chunk.iter().map(|(s, e)| e - s).max().unwrap_or(0) + 2;
+            let rows = chunk.len();
+            let mut input = vec![i64::from(self.pad); rows * len];
+            let mut mask = vec![0i64; rows * len];
+            for (r, &(s, e)) in chunk.iter().enumerate() {
+                let row = r * len;
+                let cells = input.get_mut(row..row + e - s + 2).unwrap_or_default();
+                if let Some((first, rest)) = cells.split_first_mut() {
+                    *first = i64::from(self.cls);
+                    for (cell, id) in rest.iter_mut().zip(ids.get(s..e).unwrap_or_default()) {
+                        *cell = i64::from(*id);
+                    }
+                    if let Some(last) = rest.last_mut() {
+                        *last = i64::from(self.sep);
+                    }
+                }
+                if let Some(m) = mask.get_mut(row..row + e - s + 2) {
+                    m.fill(1);
+                }
+            }
+            let logits = self.run(rows, len, input, mask)?;
+            for (r, &(s, e)) in chunk.iter().enumerate() {
+                for i in s..e {
+                    let centrality = (i - s).min(e - 1 - i) as i64;
+                    let Some(slot) = best.get_mut(i) else {
+                        continue;
+                    };
+                    if centrality > slot.0 || (centrality == slot.0 && s < slot.1) {
+                        *slot = (centrality, s);
+                        let at = (r * len + 1 + i - s) * c;
+                        if let (Some(src), Some(dst)) =
+                            (logits.get(at..at + c), probs.get_mut(i * c..(i + 1) * c))
+                        {
+                            softmax(src, dst);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(probs)
+    }
+
+    fn run(
+        &self,
+        rows: usize,
+        len: usize,
+        input: Vec<i64>,
+        mask: Vec<i64>,
+    ) -> Result<Vec<f32>, ClassifierError> {
+        let shape = [rows, len];
+        let ids = Tensor::from_array((shape, input)).map_err(runtime)?;
+        let att = Tensor::from_array((shape, mask)).map_err(runtime)?;
+        // A panic while holding the lock leaves the session itself usable (runs are stateless).
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outputs = session
+            .run(ort::inputs!["input_ids" => ids, "attention_mask" => att])
+            .map_err(runtime)?;
+        let logits = outputs
+            .get("logits")
+            .ok_or_else(|| ClassifierError::Runtime("model has no `logits` output".to_owned()))?;
+        let (out_shape, data) = logits.try_extract_tensor::<f32>().map_err(runtime)?;
+        if out_shape.iter().copied().collect::<Vec<i64>>()
+            != [rows as i64, len as i64, self.labels as i64]
+        {
+            return Err(ClassifierError::Runtime(
+                "unexpected logits shape".to_owned(),
+            ));
+        }
+        Ok(data.to_vec())
+    }
+
+    /// Words (start byte, end byte, mean piece probabilities).
+    fn words(
+        &self,
+        word_ids: &[Option<u32>],
+        offsets: &[(usize, usize)],
+        probs: &[f32],
+    ) -> Vec<Word> {
+        let c = self.labels;
+        let mut words: Vec<Word> = Vec::new();
+        let mut current: Option<(u32, usize, usize, Vec<usize>)> = None;
+        for (i, (w, off)) in word_ids.iter().zip(offsets).enumerate() {
+            let Some(w) = *w else { continue };
+            match &mut current {
+                Some((cw, _, end, pieces)) if *cw == w => {
+                    *end = off.1;
+                    pieces.push(i);
+                }
+                _ => {
+                    if let Some(done) = current.take() {
+                        words.push(self.word(done, probs, c));
+                    }
+                    current = Some((w, off.0, off.1, vec![i]));
+                }
+            }
+        }
+        if let Some(done) = current {
+            words.push(self.word(done, probs, c));
+        }
+        words
+    }
+
+    fn word(
+        &self,
+        (_, start, end, pieces): (u32, usize, usize, Vec<usize>),
+        probs: &[f32],
+        c: usize,
+    ) -> Word {
+        let mut mean = vec![0f32; c];
+        for &p in &pieces {
+            for (m, v) in mean
+                .iter_mut()
+                .zip(probs.get(p * c..(p + 1) * c).unwrap_or_default())
+            {
+                *m += v;
+            }
+        }
+        let k = pieces.len().max(1) as f32;
+        mean.iter_mut().for_each(|m| *m /= k);
+        let pb: Vec<f32> = self
+            .types
+            .iter()
+            .map(|t| mean.get(t.b).copied().unwrap_or(0.0))
+            .collect();
+        let pi: Vec<f32> = self
+            .types
+            .iter()
+            .map(|t| mean.get(t.i).copied().unwrap_or(0.0))
+            .collect();
+        Word { start, end, pb, pi }
+    }
+
+    fn decode(&self, words: &[Word], thresholds: &[f32]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        // (start, end, type index, score sum, words)
+        let mut open: Option<(usize, usize, usize, f32, usize)> = None;
+        for w in words {
+            let (k, s) = w.pb.iter().zip(&w.pi).map(|(b, i)| b + i).enumerate().fold(
+                (0, f32::MIN),
+                |best, (k, s)| if s > best.1 { (k, s) } else { best },
+            );
+            let entity_word = thresholds.get(k).is_some_and(|t| s >= *t);
+            if !entity_word {
+                if let Some(span) = open.take() {
+                    out.push(self.finding(span));
+                }
+                continue;
+            }
+            let continues = open.as_ref().is_some_and(|o| o.2 == k)
+                && w.pi.get(k).copied().unwrap_or(0.0) >= w.pb.get(k).copied().unwrap_or(0.0);
+            match (&mut open, continues) {
+                (Some(o), true) => {
+                    o.1 = w.end;
+                    o.3 += s;
+                    o.4 += 1;
+                }
+                _ => {
+                    if let Some(span) = open.take() {
+                        out.push(self.finding(span));
+                    }
+                    open = Some((w.start, w.end, k, s, 1));
+                }
+            }
+        }
+        if let Some(span) = open {
+            out.push(self.finding(span));
+        }
+        out
+    }
+
+    fn finding(&self, (start, end, k, sum, n): (usize, usize, usize, f32, usize)) -> Finding {
+        Finding {
+            start,
+            end,
+            entity: self
+                .types
+                .get(k)
+                .map_or(EntityType::Person, |t| t.entity.clone()),
+            score: (sum / n.max(1) as f32).min(1.0),
+            recognizer: "classifier",
+        }
+    }
+}
+
+struct Word {
+    start: usize,
+    end: usize,
+    pb: Vec<f32>,
+    pi: Vec<f32>,
+}
+
+fn softmax(logits: &[f32], out: &mut [f32]) {
+    let max = logits.iter().copied().fold(f32::MIN, f32::max);
+    let mut sum = 0.0;
+    for (o, l) in out.iter_mut().zip(logits) {
+        *o = (l - max).exp();
+        sum += *o;
+    }
+    if sum > 0.0 {
+        out.iter_mut().for_each(|o| *o /= sum);
+    }
+}
