@@ -70,6 +70,11 @@ impl Detectors {
         Ok(findings)
     }
 
+    /// Whether the classifier runs.
+    pub fn classifier_loaded(&self) -> bool {
+        matches!(self.classifier, ClassifierState::Loaded(_))
+    }
+
     /// Whether every request must be treated as unscannable (classifier configured but missing).
     pub fn unavailable(&self) -> bool {
         matches!(self.classifier, ClassifierState::Unavailable(_))
@@ -139,14 +144,22 @@ impl Scanner {
             let _permit = self.permits.acquire().await.ok()?;
             tokio::task::spawn_blocking(move || {
                 let blobs = crate::detect::opaque_blobs(&doc);
-                detectors.detect(&doc).map(|f| (f, blobs))
+                let foreign = detectors.classifier_loaded() && unsupported_script(&doc);
+                detectors.detect(&doc).map(|f| (f, blobs, foreign))
             })
             .await
             .ok()
         };
         let mut extracted = extracted;
         let findings = match tokio::time::timeout(self.timeout, job).await {
-            Ok(Some(Ok((findings, blobs)))) => {
+            Ok(Some(Ok((findings, blobs, foreign)))) => {
+                // The classifier reads Latin-script text; names in other scripts go unseen.
+                if foreign {
+                    extracted.unscannable.push(crate::extract::Unscannable {
+                        path: "*".to_owned(),
+                        kind: "unsupported_script",
+                    });
+                }
                 // Large encoded blobs that do not decode cannot be scanned.
                 for blob in blobs {
                     for p in pieces_of(blob.start, blob.end, &starts, &lens) {
@@ -195,6 +208,23 @@ impl Scanner {
     }
 }
 
+/// Whether a meaningful share of the letters are outside the scripts the classifier reads
+/// (Latin): at least 16 such letters and at least a fifth of all letters.
+pub fn unsupported_script(text: &str) -> bool {
+    let (mut letters, mut foreign) = (0usize, 0usize);
+    for c in text.chars().filter(|c| c.is_alphabetic()) {
+        letters += 1;
+        // Latin: ASCII, Latin-1 Supplement, Latin Extended-A/B, IPA, Latin Extended Additional.
+        let latin = c.is_ascii()
+            || ('\u{00C0}'..='\u{024F}').contains(&c)
+            || ('\u{1E00}'..='\u{1EFF}').contains(&c);
+        if !latin {
+            foreign += 1;
+        }
+    }
+    foreign >= 16 && foreign * 5 >= letters
+}
+
 /// Splits a document range into the segments it overlaps.
 fn pieces_of(start: usize, end: usize, starts: &[usize], lens: &[usize]) -> Vec<Piece> {
     starts
@@ -216,6 +246,22 @@ fn pieces_of(start: usize, end: usize, starts: &[usize], lens: &[usize]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scripts_the_classifier_cannot_read() {
+        assert!(!unsupported_script(
+            "Patient José Müller, née Łukasiewicz, seen in Zürich."
+        ));
+        assert!(!unsupported_script(
+            "Lives in ΛΕΥΚΩΣΙΑ with her sister and two children."
+        ));
+        assert!(unsupported_script(
+            "Пациент Иван Петров поступил в больницу вчера вечером."
+        ));
+        assert!(unsupported_script(
+            "患者の山田太郎さんは昨日の夜に入院しました。診察を受けました。"
+        ));
+    }
 
     #[test]
     fn findings_split_across_segments() {

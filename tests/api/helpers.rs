@@ -398,10 +398,17 @@ pub fn streamed_text(events: &[String]) -> String {
         .collect()
 }
 
-/// Enables the shipped classifier (model under `models/classifier`, ONNX Runtime from
-/// `VEIL_ORT_LIB` or `.cache/onnxruntime`).
+/// The classifier under test: `VEIL_CLASSIFIER_DIR` (a candidate model) or the shipped one.
+pub fn classifier_dir() -> PathBuf {
+    std::env::var("VEIL_CLASSIFIER_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| repo().join("models/classifier"), PathBuf::from)
+}
+
+/// Enables the classifier (ONNX Runtime from `VEIL_ORT_LIB` or `.cache/onnxruntime`).
 pub fn with_classifier(c: &mut Config) {
-    c.classifier.dir = repo().join("models/classifier");
+    c.classifier.dir = classifier_dir();
     c.classifier.ort_library = std::env::var("VEIL_ORT_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));

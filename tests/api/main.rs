@@ -11,6 +11,7 @@ mod helpers;
 
 mod audit;
 mod chat;
+
 mod hostile;
 mod policy;
 mod streaming;
