@@ -417,8 +417,17 @@ impl AuditLog {
             rows,
             ack: Some(ack),
         };
+        // Queue synchronously when there is room, so that a caller dropped while waiting for
+        // the acknowledgement cannot lose the record.
+        let queued = match self.tx.try_send(job) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job)) => Some(job),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(AuditError::Closed),
+        };
         let result = tokio::time::timeout(self.timeout, async {
-            self.tx.send(job).await.map_err(|_| AuditError::Closed)?;
+            if let Some(job) = queued {
+                self.tx.send(job).await.map_err(|_| AuditError::Closed)?;
+            }
             done.await.map_err(|_| AuditError::Closed)?
         })
         .await
