@@ -29,6 +29,8 @@ use crate::extract::{self, render};
 use crate::policy::{Action, Decision, Facts};
 use crate::redact::{self, RedactionMap, StreamRestorer};
 use crate::route::cloud::{CloudError, Outbound};
+#[cfg(feature = "local-model")]
+use crate::route::local::{FinishReason, GenEvent, Generation};
 use crate::route::local::{LocalModel, LocalStatus};
 use crate::route::sse::SseEvent;
 use crate::scan::{Scanned, Scanner};
@@ -330,9 +332,8 @@ async fn run(
         }
         Action::Local => {
             trail.decision.route = Some("local".to_owned());
-            match state.local.status() {
-                LocalStatus::Unavailable { reason } => Err(ApiError::LocalUnavailable(reason)),
-            }
+            drop(scanned);
+            answer_locally(state, &request, trail).await
         }
         Action::Allow | Action::Redact => {
             let upstream = snap
@@ -777,9 +778,15 @@ pub struct Readiness {
 pub async fn readiness(state: &AppState) -> Readiness {
     let audit_ok = state.audit.ping().await.is_ok() && state.audit.is_healthy();
     let (local_ok, local) = match state.local.status() {
-        LocalStatus::Unavailable { reason } => {
-            (false, json!({"status": "unavailable", "reason": reason}))
+        LocalStatus::Ready => (
+            true,
+            json!({"status": "ready", "model": state.local.model_id()}),
+        ),
+        LocalStatus::Loading => (false, json!({"status": "loading"})),
+        LocalStatus::Disabled { reason } => {
+            (false, json!({"status": "disabled", "reason": reason}))
         }
+        LocalStatus::Failed { reason } => (false, json!({"status": "failed", "reason": reason})),
     };
     let snap = state.snapshot.load();
     let mut policies: Vec<Value> = snap
@@ -798,4 +805,189 @@ pub async fn readiness(state: &AppState) -> Readiness {
             "policies": policies,
         }),
     }
+}
+
+/// Answers with the in-process model. The decision is recorded first, like every route.
+#[cfg(feature = "local-model")]
+async fn answer_locally(
+    state: &Arc<AppState>,
+    request: &ChatRequest,
+    trail: &mut Trail,
+) -> Result<Success, ApiError> {
+    let engine = state.local.engine()?;
+    if request.n.unwrap_or(1) != 1 {
+        return Err(ApiError::InvalidRequest(
+            crate::api::openai::InvalidRequest {
+                message: "the local model returns one choice; set n to 1".to_owned(),
+                param: Some("n".to_owned()),
+            },
+        ));
+    }
+    let sealed = trail
+        .seal(crate::route::local::generate_request(request))
+        .await?;
+    let mut generation = engine.generate(sealed.into_inner()).await?;
+    let answer = LocalAnswer {
+        id: format!("chatcmpl-{}", trail.decision.request_id),
+        model: engine.model_id().to_owned(),
+        created: time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    if request.is_stream() {
+        let include_usage = request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let handoff = trail.hand_off();
+        return Ok(Success::Stream(spawn_local_stream(
+            generation,
+            answer,
+            handoff,
+            include_usage,
+        )));
+    }
+    let mut text = String::new();
+    let (usage, finish) = loop {
+        match generation.recv().await {
+            Some(GenEvent::Delta(d)) => text.push_str(&d),
+            Some(GenEvent::Done(u, f)) => break (u, f),
+            Some(GenEvent::Failed(e)) => return Err(e.into()),
+            None => {
+                return Err(ApiError::LocalGeneration(
+                    "the generation ended without a result".to_owned(),
+                ));
+            }
+        }
+    };
+    let body = json!({
+        "id": answer.id,
+        "object": "chat.completion",
+        "created": answer.created,
+        "model": answer.model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish_reason(finish),
+        }],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        },
+    });
+    Ok(Success::Json {
+        body,
+        usage: Some((
+            u64::from(usage.prompt_tokens),
+            u64::from(usage.completion_tokens),
+        )),
+    })
+}
+
+#[cfg(not(feature = "local-model"))]
+async fn answer_locally(
+    state: &Arc<AppState>,
+    _request: &ChatRequest,
+    _trail: &mut Trail,
+) -> Result<Success, ApiError> {
+    Err(ApiError::LocalUnavailable(match state.local.status() {
+        LocalStatus::Disabled { reason } | LocalStatus::Failed { reason } => reason,
+        LocalStatus::Loading | LocalStatus::Ready => "no local model engine".to_owned(),
+    }))
+}
+
+#[cfg(feature = "local-model")]
+struct LocalAnswer {
+    id: String,
+    model: String,
+    created: i64,
+}
+
+#[cfg(feature = "local-model")]
+fn finish_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// Streams a local generation as OpenAI chunks. The client going away drops the generation,
+/// which frees its slot within one decode step.
+#[cfg(feature = "local-model")]
+fn spawn_local_stream(
+    mut generation: Generation,
+    answer: LocalAnswer,
+    trail: Trail,
+    include_usage: bool,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>(32);
+    tokio::spawn(async move {
+        let chunk = |delta: Value, finish: Value| {
+            json!({
+                "id": answer.id, "object": "chat.completion.chunk", "created": answer.created,
+                "model": answer.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            })
+            .to_string()
+        };
+        let opened = tx
+            .send(chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+            ))
+            .await
+            .is_ok();
+        let aborted = (499, "client_aborted", None, None);
+        let (status, outcome, code, usage): (u16, &str, Option<&str>, Option<(u64, u64)>) =
+            if !opened {
+                aborted
+            } else {
+                loop {
+                    let event = tokio::select! {
+                        _ = tx.closed() => break aborted,
+                        e = generation.recv() => e,
+                    };
+                    match event {
+                        Some(GenEvent::Delta(d)) => {
+                            if tx
+                                .send(chunk(json!({"content": d}), Value::Null))
+                                .await
+                                .is_err()
+                            {
+                                break aborted;
+                            }
+                        }
+                        Some(GenEvent::Done(u, f)) => {
+                            let _ = tx.send(chunk(json!({}), json!(finish_reason(f)))).await;
+                            if include_usage {
+                                let usage = json!({
+                                    "id": answer.id, "object": "chat.completion.chunk",
+                                    "created": answer.created, "model": answer.model, "choices": [],
+                                    "usage": {"prompt_tokens": u.prompt_tokens,
+                                              "completion_tokens": u.completion_tokens,
+                                              "total_tokens": u.prompt_tokens + u.completion_tokens},
+                                });
+                                let _ = tx.send(usage.to_string()).await;
+                            }
+                            let _ = tx.send("[DONE]".to_owned()).await;
+                            let tokens =
+                                (u64::from(u.prompt_tokens), u64::from(u.completion_tokens));
+                            break (200, "completed", None, Some(tokens));
+                        }
+                        Some(GenEvent::Failed(_)) | None => {
+                            let _ = tx
+                                .send(error_event(
+                                    "local_generation_failed",
+                                    "the local model failed while generating",
+                                ))
+                                .await;
+                            break (200, "local_error", Some("local_generation_failed"), None);
+                        }
+                    }
+                }
+            };
+        drop(generation);
+        trail.finish(status, outcome, code, usage).await;
+    });
+    rx
 }

@@ -88,7 +88,7 @@ pub async fn start(
             ValueDigester::new(&key)
         }
     };
-    let local = LocalModel::new(!config.local.model.as_os_str().is_empty());
+    let local = LocalModel::start(&config.local);
     let state = Arc::new(AppState {
         snapshot: ArcSwap::from_pointee(snapshot),
         audit,

@@ -57,6 +57,9 @@ pub enum ApiError {
         /// Context size.
         context: u32,
     },
+    /// The local model failed while generating.
+    #[error("local generation failed ({0}); retry the request")]
+    LocalGeneration(String),
     /// The decision could not be recorded, so nothing was sent.
     #[error("the audit log is unavailable, so the request was not processed; retry later")]
     AuditUnavailable,
@@ -185,6 +188,12 @@ impl ApiError {
                     "rejected",
                 )
             },
+            Self::LocalGeneration(_) => m(
+                S::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "local_generation_failed",
+                "local_error",
+            ),
             Self::AuditUnavailable => Mapped {
                 retry_after: Some("5".to_owned()),
                 ..m(
@@ -304,5 +313,28 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
+    }
+}
+
+#[cfg(feature = "local-model")]
+impl From<crate::route::local::LocalError> for ApiError {
+    fn from(e: crate::route::local::LocalError) -> Self {
+        use crate::route::local::LocalError as L;
+        match e {
+            L::Unavailable { reason } => Self::LocalUnavailable(reason),
+            L::Busy { retry_after_secs } => Self::LocalBusy(retry_after_secs),
+            L::ContextLengthExceeded {
+                prompt_tokens,
+                context,
+            } => Self::ContextLengthExceeded {
+                prompt_tokens,
+                context,
+            },
+            L::InvalidRequest(message) => Self::InvalidRequest(InvalidRequest {
+                message,
+                param: None,
+            }),
+            L::Generation(m) => Self::LocalGeneration(m),
+        }
     }
 }

@@ -234,6 +234,9 @@ impl Classifier {
             .map_err(runtime)?
             .with_inter_threads(1)
             .map_err(runtime)?
+            // Spinning worker threads would steal the cores llama.cpp's threads wait on.
+            .with_intra_op_spinning(false)
+            .map_err(runtime)?
             .commit_from_memory(&model)
             .map_err(runtime)?;
         Ok(Self {
@@ -292,7 +295,11 @@ impl Classifier {
             .map(|(t, d)| overrides.get(&t.entity).copied().unwrap_or(*d))
             .collect();
         let words = self.words(enc.get_word_ids(), enc.get_offsets(), &probs);
-        Ok(self.decode(&words, &thresholds))
+        Ok(self
+            .decode(&words, &thresholds)
+            .into_iter()
+            .filter_map(|f| span_rules(text, f))
+            .collect())
     }
 
     /// Window ranges over `n` pieces: starts at 0, `stride`, …, and a last window ending at `n`.
@@ -504,6 +511,59 @@ impl Classifier {
     }
 }
 
+/// A numeric date, matched against a whole whitespace-delimited chunk.
+fn numeric_date() -> Option<&'static regex::Regex> {
+    static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(
+            r"^(?:(?:0?[1-9]|1[0-2])[/-](?:0?[1-9]|[12][0-9]|3[01])(?:[/-](?:\d{2}|\d{4}))?|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}|'\d{2}|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})$",
+        )
+        .ok()
+    })
+    .as_ref()
+}
+
+/// Step 6 of the decoding rules: drop spans without letters or digits; a DATE span without
+/// letters is replaced by its whitespace-delimited chunk if that chunk is a numeric date, and
+/// dropped otherwise (fragments of vitals such as `120/85`).
+fn span_rules(text: &str, f: Finding) -> Option<Finding> {
+    let fragment = text.get(f.start..f.end)?;
+    if !fragment.chars().any(char::is_alphanumeric) {
+        return None;
+    }
+    if f.entity != EntityType::Date || fragment.chars().any(char::is_alphabetic) {
+        return Some(f);
+    }
+    let before = text.get(..f.start)?;
+    let after = text.get(f.end..)?;
+    let mut start = before
+        .char_indices()
+        .rev()
+        .find(|(_, c)| c.is_whitespace())
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let mut end = f.end + after.find(char::is_whitespace).unwrap_or(after.len());
+    while let Some(c) = text.get(start..end).and_then(|s| s.chars().next()) {
+        if !"([{\"\u{201c}\u{2018}".contains(c) {
+            break;
+        }
+        start += c.len_utf8();
+    }
+    while let Some(c) = text.get(start..end).and_then(|s| s.chars().next_back()) {
+        if !".,;:!?)]}\"\u{201d}\u{2019}".contains(c) {
+            break;
+        }
+        end -= c.len_utf8();
+    }
+    let chunk = text.get(start..end)?;
+    if !numeric_date().is_some_and(|re| re.is_match(chunk)) {
+        return None;
+    }
+    if chunk.starts_with('\'') {
+        start += 1;
+    }
+    Some(Finding { start, end, ..f })
+}
+
 struct Word {
     start: usize,
     end: usize,
@@ -520,5 +580,46 @@ fn softmax(logits: &[f32], out: &mut [f32]) {
     }
     if sum > 0.0 {
         out.iter_mut().for_each(|o| *o /= sum);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(text: &str, needle: &str) -> Option<String> {
+        let start = text.find(needle)?;
+        let f = Finding {
+            start,
+            end: start + needle.len(),
+            entity: EntityType::Date,
+            score: 0.9,
+            recognizer: "classifier",
+        };
+        span_rules(text, f).map(|f| text[f.start..f.end].to_owned())
+    }
+
+    #[test]
+    fn date_fragments_are_completed_or_dropped() {
+        assert_eq!(date("seen 10/15 at noon", "/15").as_deref(), Some("10/15"));
+        assert_eq!(date("BP 120/85 stable", "/85"), None);
+        assert_eq!(date("MI in '92.", "92").as_deref(), Some("92"));
+        assert_eq!(date("(7/22/1993)", "22").as_deref(), Some("7/22/1993"));
+        assert_eq!(date("since 1992, ok", "1992").as_deref(), Some("1992"));
+        assert_eq!(date("rate 10:30", "30"), None);
+        assert_eq!(date("on March 3", "March 3").as_deref(), Some("March 3"));
+        assert_eq!(date("Café 3/4 ü", "3/4").as_deref(), Some("3/4"));
+    }
+
+    #[test]
+    fn spans_without_letters_or_digits_are_dropped() {
+        let f = Finding {
+            start: 1,
+            end: 2,
+            entity: EntityType::Person,
+            score: 0.9,
+            recognizer: "classifier",
+        };
+        assert!(span_rules("a/b", f).is_none());
     }
 }

@@ -413,3 +413,57 @@ pub fn with_classifier(c: &mut Config) {
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
 }
+
+/// The GGUF model the local tests use: `VEIL_TEST_MODEL` or the one `make` fetches.
+pub fn local_model_path() -> PathBuf {
+    let path = std::env::var("VEIL_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    assert!(
+        path.exists(),
+        "local model {} not found: run `make assets` (or set VEIL_TEST_MODEL)",
+        path.display()
+    );
+    path
+}
+
+/// Enables the local model (SmolLM2 by default). One llama.cpp thread: tests run side by side
+/// on a small machine, and llama.cpp's spinning threads collapse when they share cores.
+pub fn with_local_model(c: &mut Config) {
+    c.local.model = local_model_path();
+    c.local.context_size = 1024;
+    c.local.parallel = 2;
+    c.local.queue = 4;
+    c.local.threads = 1;
+}
+
+/// Local-model tests hold this lock so that only one engine generates at a time.
+pub async fn local_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+impl Veil {
+    /// Waits until the local model is ready or failed.
+    pub async fn local_ready(&self) -> veil::route::local::LocalStatus {
+        let state = &self.running.as_ref().expect("running").state;
+        tokio::time::timeout(Duration::from_secs(120), state.local.ready())
+            .await
+            .expect("local model loads in time")
+    }
+
+    /// Prompt tokens the engine counts for a request.
+    pub fn local_prompt_tokens(&self, req: &veil::api::openai::ChatRequest) -> usize {
+        let state = &self.running.as_ref().expect("running").state;
+        let engine = state.local.engine().expect("engine");
+        engine
+            .prompt_tokens(&veil::route::local::generate_request(req))
+            .expect("prompt tokens")
+    }
+
+    /// Engine counters.
+    pub fn local_stats(&self) -> veil::route::local::engine::LocalStats {
+        let state = &self.running.as_ref().expect("running").state;
+        state.local.engine().expect("engine").stats()
+    }
+}

@@ -11,7 +11,8 @@ mod helpers;
 
 mod audit;
 mod chat;
-
+mod classifier;
 mod hostile;
+mod local;
 mod policy;
 mod streaming;

@@ -5,7 +5,8 @@ Starts a counting mock upstream (OpenAI-compatible: JSON, SSE streaming, tool ca
 `target/debug/veil serve` with a temporary config pointing at it, and drives veil with the SDK:
 a clean prompt is answered, a streamed prompt arrives chunk by chunk, an email is redacted
 upstream and restored in the answer, tool calls round-trip, a card number is blocked with the
-rule named, and a prompt that must stay local gets 503 without any cloud hit.
+rule named, and a prompt that must stay local is answered by the in-process model (JSON and
+streaming) without any cloud hit.
 
 The SDK is installed into .cache/sdk-venv (pinned) on first run.
 """
@@ -93,6 +94,14 @@ dir = "{ROOT}/policies"
 name = "mock"
 base_url = "{upstream}/v1"
 models = ["gpt-*"]
+[classifier]
+dir = "{ROOT}/models/classifier"
+ort_library = "{ROOT}/.cache/onnxruntime/libonnxruntime.so.1.31.1"
+[local]
+model = "{ROOT}/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+threads = 1
+parallel = 1
+context_size = 1024
 [[key]]
 id = "sdk"
 sha256 = "{hashlib.sha256(KEY.encode()).hexdigest()}"
@@ -169,11 +178,26 @@ def main():
                 raise AssertionError("card was not blocked")
             except openai.PermissionDeniedError as e:
                 assert e.code == "policy_blocked" and "pci.card.block" in str(e), e
-            try:
-                client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "my SSN is 536-22-8726"}])
-                raise AssertionError("SSN was not kept local")
-            except openai.InternalServerError as e:
-                assert e.status_code == 503 and e.code == "local_model_unavailable", e
+            # The local model loads in the background; wait for /readyz.
+            import urllib.request
+            for _ in range(120):
+                try:
+                    if urllib.request.urlopen(url + "/readyz").status == 200:
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.5)
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", max_tokens=12, temperature=0,
+                messages=[{"role": "user", "content": "my SSN is 536-22-8726, what is it for?"}])
+            assert raw.headers["x-veil-route"] == "local", raw.headers
+            r = raw.parse()
+            assert r.choices[0].message.content.strip(), r
+            assert 0 < r.usage.completion_tokens <= 12 and r.usage.prompt_tokens > 5, r.usage
+            chunks = list(client.chat.completions.create(
+                model="gpt-4o-mini", max_tokens=8, temperature=0, stream=True,
+                messages=[{"role": "user", "content": "my SSN is 536-22-8726, what is it for?"}]))
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
             assert Mock.hits == hits, "blocked and local requests reached the cloud"
             checks += 1
 

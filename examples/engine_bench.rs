@@ -1,0 +1,322 @@
+//! Benchmark of the local engine against a minimal llama-cpp-2 loop on the same model.
+//!
+//! `cargo run --release --example engine_bench [-- ROUNDS]`
+//!
+//! Reports, per side, the median over ROUNDS (default 5) runs of: prefill tokens/s (long
+//! prompt, one completion token), time to first token, and decode tokens/s (greedy, a fixed
+//! number of tokens). Each measurement runs in a fresh child process (llama.cpp allows one
+//! backend per process), alternating engine and raw runs so background load hits both alike.
+//! The model comes from `VEIL_TEST_MODEL` (default: SmolLM2-135M-Instruct.Q4_1); threads from
+//! `BENCH_THREADS` (default 2).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::num::NonZeroU32;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use veil::route::local::engine::{
+    ChatTurn, GenEvent, GenerateRequest, LocalConfig, LocalEngine, LocalStatus,
+};
+
+/// The model `make assets` fetches into the repository.
+const DEFAULT_MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+/// llama.cpp threads; `BENCH_THREADS` overrides (default 2, the machine's core count).
+fn threads() -> i32 {
+    std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+const CONTEXT: u32 = 2048;
+const BATCH: u32 = 512;
+/// Decode length measured (the engine stops earlier only at end-of-generation, which the
+/// chosen prompt does not reach within this many tokens; the bench checks).
+const DECODE_TOKENS: u32 = 200;
+
+fn model_path() -> String {
+    std::env::var("VEIL_TEST_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.into())
+}
+
+fn prefill_question() -> String {
+    let para = "Privacy engineering is the discipline of building systems that respect the \
+                people whose data they process, by design and by default. ";
+    format!("{}\nSummarise the text above.", para.repeat(16))
+}
+
+const DECODE_QUESTION: &str = "Write a 1000-word essay about the history of Rome.";
+
+/// One measurement, printed by a child as `name value` lines.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sample {
+    prefill_tokens: f64,
+    prefill_secs: f64,
+    ttft_secs: f64,
+    decode_tokens: f64,
+    decode_secs: f64,
+}
+
+impl Sample {
+    fn print(&self) {
+        println!("prefill_tokens {}", self.prefill_tokens);
+        println!("prefill_secs {}", self.prefill_secs);
+        println!("ttft_secs {}", self.ttft_secs);
+        println!("decode_tokens {}", self.decode_tokens);
+        println!("decode_secs {}", self.decode_secs);
+    }
+
+    fn parse(out: &str) -> Sample {
+        let mut s = Sample::default();
+        for line in out.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(k), Some(v)) = (it.next(), it.next()) else {
+                continue;
+            };
+            let Ok(v) = v.parse::<f64>() else { continue };
+            match k {
+                "prefill_tokens" => s.prefill_tokens = v,
+                "prefill_secs" => s.prefill_secs = v,
+                "ttft_secs" => s.ttft_secs = v,
+                "decode_tokens" => s.decode_tokens = v,
+                "decode_secs" => s.decode_secs = v,
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+fn request(question: &str, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        messages: vec![ChatTurn {
+            role: "user".into(),
+            content: question.into(),
+        }],
+        max_tokens: Some(max_tokens),
+        temperature: Some(0.0),
+        ..GenerateRequest::default()
+    }
+}
+
+/// Child: measure through `LocalEngine`.
+async fn engine_sample() -> Sample {
+    let engine = LocalEngine::start(LocalConfig {
+        context_size: CONTEXT,
+        threads: threads(),
+        batch_size: BATCH,
+        parallel: 1,
+        queue: 0,
+        queue_timeout: Duration::from_secs(60),
+        ..LocalConfig::new(model_path())
+    });
+    assert_eq!(engine.ready().await, LocalStatus::Ready);
+    // Warm-up (page in the mapped weights).
+    let mut g = engine.generate(request("Hi", 4)).await.unwrap();
+    while g.next().await.is_some() {}
+
+    // Prefill + TTFT: long prompt, one completion token. The first event arrives when the
+    // first token was sampled.
+    let req = request(&prefill_question(), 1);
+    let t0 = Instant::now();
+    let mut g = engine.generate(req).await.unwrap();
+    let prompt_tokens = g.prompt_tokens();
+    let _first = g.next().await;
+    let ttft = t0.elapsed().as_secs_f64();
+    while g.next().await.is_some() {}
+
+    // Decode: time from the first token to the last.
+    let mut g = engine
+        .generate(request(DECODE_QUESTION, DECODE_TOKENS))
+        .await
+        .unwrap();
+    let mut first: Option<Instant> = None;
+    let mut completion = 0;
+    while let Some(event) = g.next().await {
+        match event {
+            GenEvent::Delta(_) => {
+                first.get_or_insert_with(Instant::now);
+            }
+            GenEvent::Done(usage, _) => completion = usage.completion_tokens,
+            GenEvent::Failed(err) => panic!("{err}"),
+        }
+    }
+    let decode_secs = first.unwrap().elapsed().as_secs_f64();
+    assert_eq!(completion, DECODE_TOKENS, "the decode prompt ended early");
+    Sample {
+        prefill_tokens: f64::from(prompt_tokens),
+        // The engine does not expose prefill alone; TTFT is its upper bound.
+        prefill_secs: ttft,
+        ttft_secs: ttft,
+        decode_tokens: f64::from(completion - 1),
+        decode_secs,
+    }
+}
+
+/// Child: the same work as a minimal direct llama-cpp-2 loop.
+fn raw_sample() -> Sample {
+    let mut backend = LlamaBackend::init().unwrap();
+    backend.void_logs();
+    let model =
+        LlamaModel::load_from_file(&backend, model_path(), &LlamaModelParams::default()).unwrap();
+    let template = model.chat_template(None).unwrap();
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(CONTEXT))
+        .with_n_batch(BATCH)
+        .with_n_threads(threads())
+        .with_n_threads_batch(threads());
+    let mut ctx = model.new_context(&backend, params).unwrap();
+    let mut batch = LlamaBatch::new(BATCH as usize, 1);
+    let vocab = model.vocab();
+
+    // Renders, tokenizes, prefills and greedily samples up to `n` tokens; returns
+    // (prompt tokens, prefill secs, ttft secs, decode secs for tokens 2..=n, tokens sampled).
+    let mut generate = |question: &str, n: u32| {
+        let t0 = Instant::now();
+        let chat = [LlamaChatMessage::new("user".into(), question.into()).unwrap()];
+        let rendered = model.apply_chat_template(&template, &chat, true).unwrap();
+        let tokens = vocab.tokenize(rendered.as_bytes(), true, true);
+        ctx.clear_kv_cache();
+        batch.clear();
+        batch.add_sequence(&tokens, 0, false).unwrap();
+        let t_prefill = Instant::now();
+        ctx.decode(&mut batch).unwrap();
+        let mut sampler = LlamaSampler::greedy();
+        let mut token = sampler.sample(&ctx, batch.n_tokens() - 1);
+        let _ = vocab.token_to_piece(token, false, None);
+        let prefill = t_prefill.elapsed().as_secs_f64();
+        let ttft = t0.elapsed().as_secs_f64();
+        let t_decode = Instant::now();
+        let mut pos = tokens.len() as i32;
+        let mut sampled = 1;
+        while sampled < n && !vocab.is_eog(token) {
+            batch.clear();
+            batch.add(token, pos, &[0], true).unwrap();
+            pos += 1;
+            ctx.decode(&mut batch).unwrap();
+            token = sampler.sample(&ctx, 0);
+            let _ = vocab.token_to_piece(token, false, None);
+            sampled += 1;
+        }
+        (
+            tokens.len(),
+            prefill,
+            ttft,
+            t_decode.elapsed().as_secs_f64(),
+            sampled,
+        )
+    };
+    let _ = generate("Hi", 4);
+    let (prompt_tokens, prefill, ttft, _, _) = generate(&prefill_question(), 1);
+    let (_, _, _, decode_secs, sampled) = generate(DECODE_QUESTION, DECODE_TOKENS);
+    assert_eq!(sampled, DECODE_TOKENS, "the decode prompt ended early");
+    Sample {
+        prefill_tokens: prompt_tokens as f64,
+        prefill_secs: prefill,
+        ttft_secs: ttft,
+        decode_tokens: f64::from(sampled - 1),
+        decode_secs,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn child(mode: &str) -> Sample {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg(mode)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{mode} child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Sample::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn report(name: &str, samples: &[Sample]) -> (f64, f64, f64) {
+    let prefill = median(
+        samples
+            .iter()
+            .map(|s| s.prefill_tokens / s.prefill_secs)
+            .collect(),
+    );
+    let ttft = median(samples.iter().map(|s| s.ttft_secs * 1000.0).collect());
+    let decode = median(
+        samples
+            .iter()
+            .map(|s| s.decode_tokens / s.decode_secs)
+            .collect(),
+    );
+    println!(
+        "{name:<8} prefill {prefill:>8.1} tok/s ({} prompt tokens)   TTFT {ttft:>7.1} ms   decode {decode:>6.1} tok/s ({} tokens)",
+        samples[0].prefill_tokens,
+        samples[0].decode_tokens + 1.0
+    );
+    (prefill, ttft, decode)
+}
+
+/// The 1/5/15-minute load averages, to judge how much other work shared the CPU.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn main() {
+    let arg = std::env::args().nth(1).unwrap_or_default();
+    match arg.as_str() {
+        "--engine-child" => {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(engine_sample()).print();
+            return;
+        }
+        "--raw-child" => {
+            raw_sample().print();
+            return;
+        }
+        _ => {}
+    }
+    let rounds: usize = arg.parse().unwrap_or(5);
+    println!(
+        "model {}  threads {}  context {CONTEXT}  batch {BATCH}  rounds {rounds}",
+        model_path(),
+        threads()
+    );
+    println!("load average before: {}", load_average());
+    let (mut engine, mut raw) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which side goes first so drift in background load cancels out.
+        if round % 2 == 0 {
+            engine.push(child("--engine-child"));
+            raw.push(child("--raw-child"));
+        } else {
+            raw.push(child("--raw-child"));
+            engine.push(child("--engine-child"));
+        }
+    }
+    println!("load average after:  {}", load_average());
+    let (_, e_ttft, e_decode) = report("engine", &engine);
+    let (_, r_ttft, r_decode) = report("raw", &raw);
+    println!(
+        "engine overhead: decode {:+.1}%  TTFT {:+.1}%",
+        (r_decode / e_decode - 1.0) * 100.0,
+        (e_ttft / r_ttft - 1.0) * 100.0
+    );
+}

@@ -1,0 +1,145 @@
+//! The token classifier in the request path: names stay local, failures fail closed.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn name_only_prompt_under_hipaa_stays_local() {
+    let veil = Veil::start_with(with_classifier).await;
+    for text in [
+        "Can you summarize the discharge plan for Margaret Okonkwo?",
+        "pt is mary jo ellison, pls draft a note to her family",
+        "PATIENT DANIEL KOWALCZYK TOLERATED PROCEDURE WELL",
+    ] {
+        let resp = veil.chat(KEY_HIPAA, user(text)).await;
+        assert_eq!(resp.headers()["x-veil-action"], "local", "{text}");
+        assert_eq!(resp.status(), 503, "{text}");
+    }
+    assert_eq!(
+        veil.mock.hits(),
+        0,
+        "names under HIPAA never reach the cloud"
+    );
+    let rows = veil.wait_rows(6).await;
+    let d: Value = serde_json::from_str(&rows[0].body).unwrap();
+    assert_eq!(d["entities"][0]["entity"], "PERSON");
+    assert!(
+        d["detectors"].as_array().unwrap().len() == 2,
+        "{}",
+        d["detectors"]
+    );
+}
+
+#[tokio::test]
+async fn clean_clinical_question_is_not_flagged() {
+    let veil = Veil::start_with(with_classifier).await;
+    let resp = veil
+        .chat(
+            KEY_HIPAA,
+            user("What is the usual starting dose of metoprolol for atrial fibrillation?"),
+        )
+        .await;
+    assert_eq!(resp.headers()["x-veil-action"], "allow");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(veil.mock.hits(), 1);
+}
+
+#[tokio::test]
+async fn classifier_timeout_applies_on_detector_error() {
+    let veil = Veil::start_with(|c| {
+        with_classifier(c);
+        c.detect.timeout_ms = 1;
+    })
+    .await;
+    let long = "The patient walked to the cafeteria with her daughter and ate lunch. ".repeat(300);
+    let resp = veil.chat(KEY_DEFAULT, user(&long)).await;
+    // default.toml: on_detector_error = "block"
+    assert_eq!(resp.status(), 403);
+    let err: Value = resp.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("veil.detector_error"),
+        "{err}"
+    );
+    assert_eq!(veil.mock.hits(), 0);
+}
+
+#[tokio::test]
+async fn corrupt_classifier_refuses_to_start_or_keeps_everything_local() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model.onnx", "tokenizer.json", "manifest.toml"] {
+        std::fs::copy(classifier_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    let model = dir.path().join("model.onnx");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&model, bytes).unwrap();
+
+    let mock = Mock::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, db.path());
+    with_classifier(&mut c);
+    c.classifier.dir = dir.path().to_owned();
+    let err = veil::server::start(c.clone(), env)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("checksum mismatch"), "{err}");
+
+    // Configured to start anyway: every request is unscannable, so it stays local.
+    let path = dir.path().to_owned();
+    let veil = Veil::start_with(move |c| {
+        with_classifier(c);
+        c.classifier.dir = path;
+        c.classifier.on_missing = veil::config::OnMissing::Unscannable;
+    })
+    .await;
+    let resp = veil.chat(KEY_DEFAULT, user("hello")).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-veil-action"], "local");
+    assert_eq!(veil.mock.hits(), 0);
+    let rows = veil.wait_rows(2).await;
+    assert!(rows[0].body.contains("classifier_unavailable"));
+}
+
+#[tokio::test]
+async fn names_are_redacted_under_default_policy_and_restored() {
+    let veil = Veil::start_with(with_classifier).await;
+    let body = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "Write a short thank-you note to Priya Raghunathan for the flowers."}]});
+    let resp = veil.chat(KEY_DEFAULT, body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-veil-action"], "redact");
+    let sent = &veil.mock.bodies()[0];
+    assert!(
+        !sent.contains("Priya") && !sent.contains("Raghunathan"),
+        "{sent}"
+    );
+    let answer: Value = resp.json().await.unwrap();
+    assert!(
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Priya Raghunathan")
+    );
+}
+
+#[tokio::test]
+async fn text_in_a_script_the_classifier_cannot_read_stays_local() {
+    let veil = Veil::start_with(with_classifier).await;
+    let resp = veil
+        .chat(
+            KEY_HIPAA,
+            user("Пациент Иван Петров поступил в больницу вчера вечером."),
+        )
+        .await;
+    assert_eq!(resp.headers()["x-veil-action"], "local");
+    assert_eq!(veil.mock.hits(), 0);
+    let rows = veil.wait_rows(2).await;
+    assert!(rows[0].body.contains("unsupported_script"));
+}

