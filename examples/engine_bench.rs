@@ -1,11 +1,18 @@
-//! Benchmark of the local engine against a minimal llama-cpp-2 loop on the same model.
+//! Benchmark of the local model: veil's HTTP path, the engine called directly, and a minimal
+//! llama-cpp-2 loop, on the same model.
 //!
 //! `cargo run --release --example engine_bench [-- ROUNDS]`
 //!
 //! Reports, per side, the median over ROUNDS (default 5) runs of: prefill tokens/s (long
 //! prompt, one completion token), time to first token, and decode tokens/s (greedy, a fixed
 //! number of tokens). Each measurement runs in a fresh child process (llama.cpp allows one
-//! backend per process), alternating engine and raw runs so background load hits both alike.
+//! backend per process), rotating the order of the sides so background load hits all alike.
+//!
+//! The `http` side starts veil in process on a loopback port, with a policy that keeps every
+//! request local and the shipped classifier when `VEIL_ORT_LIB` is set, and streams the same
+//! requests through `POST /v1/chat/completions`: its TTFT includes authentication, parsing,
+//! detection (reported separately from the audit log's `scan_ms`), the durable audit write and
+//! SSE framing.
 //! The model comes from `VEIL_TEST_MODEL` (default: SmolLM2-135M-Instruct.Q4_1); threads from
 //! `BENCH_THREADS` (default 2).
 #![allow(
@@ -232,12 +239,132 @@ fn raw_sample() -> Sample {
     }
 }
 
+/// Child: the same work through veil's HTTP path.
+async fn http_sample() -> Sample {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("bench.toml"),
+        "[[rules]]\nid = \"bench.all.local\"\naction = \"local\"\n",
+    )
+    .unwrap();
+    let mut config = veil::config::Config::parse(std::path::Path::new("bench.toml"), "").unwrap();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.audit.url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    config.policies.dir = policies;
+    config.local.model = model_path().into();
+    config.local.context_size = CONTEXT;
+    config.local.batch_size = BATCH;
+    config.local.threads = threads();
+    config.local.parallel = 1;
+    config.keys = vec![veil::config::KeyConfig {
+        id: "bench".into(),
+        sha256: veil::auth::hash_key("bench-key"),
+        tenant: "bench".into(),
+        policy: "bench".into(),
+        revoked: false,
+    }];
+    match std::env::var("VEIL_ORT_LIB") {
+        Ok(lib) => {
+            config.classifier.dir =
+                concat!(env!("CARGO_MANIFEST_DIR"), "/models/classifier").into();
+            config.classifier.ort_library = lib.into();
+        }
+        Err(_) => config.classifier.dir = std::path::PathBuf::new(),
+    }
+    let running = veil::server::start(config, |_| None).await.unwrap();
+    assert_eq!(
+        running.state.local.ready().await,
+        veil::route::local::LocalStatus::Ready
+    );
+    let url = format!("http://{}/v1/chat/completions", running.addr);
+    let client = reqwest::Client::new();
+    // Streams one request; returns (prompt tokens, completion tokens, ttft, decode secs).
+    let run = |question: String, n: u32| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let body = json!({"model": "local", "stream": true, "max_tokens": n, "temperature": 0,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": question}]});
+            let t0 = Instant::now();
+            let resp = client
+                .post(&url)
+                .bearer_auth("bench-key")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut stream = resp.bytes_stream();
+            let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+            let mut usage = (0u64, 0u64);
+            let mut buf = String::new();
+            while let Some(chunk) = stream.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+                while let Some(end) = buf.find("\n\n") {
+                    let event: String = buf.drain(..end + 2).collect();
+                    let Some(data) = event.trim().strip_prefix("data: ") else {
+                        continue;
+                    };
+                    let Ok(v) = serde_json::from_str::<Value>(data) else {
+                        continue;
+                    };
+                    if v["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .is_some_and(|c| !c.is_empty())
+                    {
+                        let now = Instant::now();
+                        first.get_or_insert(now);
+                        last = Some(now);
+                    }
+                    if let Some(u) = v["usage"].as_object() {
+                        usage = (
+                            u["prompt_tokens"].as_u64().unwrap(),
+                            u["completion_tokens"].as_u64().unwrap(),
+                        );
+                    }
+                }
+            }
+            let first = first.unwrap();
+            let ttft = (first - t0).as_secs_f64();
+            let decode = (last.unwrap() - first).as_secs_f64();
+            (usage.0, usage.1, ttft, decode)
+        }
+    };
+    let _ = run("Hi".into(), 4).await;
+    let (prompt_tokens, _, ttft, _) = run(prefill_question(), 1).await;
+    let (_, completion, _, decode_secs) = run(DECODE_QUESTION.into(), DECODE_TOKENS).await;
+    assert_eq!(
+        completion,
+        u64::from(DECODE_TOKENS),
+        "the decode prompt ended early"
+    );
+    let rows = running.state.audit.rows().await.unwrap();
+    let scans: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.kind == "decision")
+        .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok()?["scan_ms"].as_f64())
+        .collect();
+    println!("scan_ms {}", scans.get(1).copied().unwrap_or_default());
+    running.shutdown().await;
+    Sample {
+        prefill_tokens: prompt_tokens as f64,
+        prefill_secs: ttft,
+        ttft_secs: ttft,
+        decode_tokens: completion as f64 - 1.0,
+        decode_secs,
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn child(mode: &str) -> Sample {
+fn child_raw(mode: &str) -> String {
     let out = Command::new(std::env::current_exe().unwrap())
         .arg(mode)
         .output()
@@ -247,7 +374,11 @@ fn child(mode: &str) -> Sample {
         "{mode} child failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Sample::parse(&String::from_utf8_lossy(&out.stdout))
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn child(mode: &str) -> Sample {
+    Sample::parse(&child_raw(mode))
 }
 
 fn report(name: &str, samples: &[Sample]) -> (f64, f64, f64) {
@@ -291,6 +422,11 @@ fn main() {
             raw_sample().print();
             return;
         }
+        "--http-child" => {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(http_sample()).print();
+            return;
+        }
         _ => {}
     }
     let rounds: usize = arg.parse().unwrap_or(5);
@@ -300,23 +436,40 @@ fn main() {
         threads()
     );
     println!("load average before: {}", load_average());
-    let (mut engine, mut raw) = (Vec::new(), Vec::new());
+    let (mut engine, mut raw, mut http) = (Vec::new(), Vec::new(), Vec::new());
+    let mut scans = Vec::new();
     for round in 0..rounds {
-        // Alternate which side goes first so drift in background load cancels out.
-        if round % 2 == 0 {
-            engine.push(child("--engine-child"));
-            raw.push(child("--raw-child"));
-        } else {
-            raw.push(child("--raw-child"));
-            engine.push(child("--engine-child"));
+        // Rotate which side goes first so drift in background load cancels out.
+        for side in 0..3 {
+            match (round + side) % 3 {
+                0 => engine.push(child("--engine-child")),
+                1 => raw.push(child("--raw-child")),
+                _ => {
+                    let out = child_raw("--http-child");
+                    scans.push(
+                        out.lines()
+                            .find_map(|l| l.strip_prefix("scan_ms ")?.parse::<f64>().ok())
+                            .unwrap_or_default(),
+                    );
+                    http.push(Sample::parse(&out));
+                }
+            }
         }
     }
     println!("load average after:  {}", load_average());
     let (_, e_ttft, e_decode) = report("engine", &engine);
     let (_, r_ttft, r_decode) = report("raw", &raw);
+    let (_, h_ttft, h_decode) = report("http", &http);
+    let scan = median(scans);
     println!(
-        "engine overhead: decode {:+.1}%  TTFT {:+.1}%",
-        (r_decode / e_decode - 1.0) * 100.0,
-        (e_ttft / r_ttft - 1.0) * 100.0
+        "engine vs raw:  decode {:+.1}%  TTFT {:+.1} ms",
+        (e_decode / r_decode - 1.0) * 100.0,
+        e_ttft - r_ttft
+    );
+    println!(
+        "http vs engine: decode {:+.1}%  TTFT {:+.1} ms (of which detection {scan:.1} ms, the rest {:+.1} ms)",
+        (h_decode / e_decode - 1.0) * 100.0,
+        h_ttft - e_ttft,
+        h_ttft - e_ttft - scan
     );
 }

@@ -33,7 +33,7 @@ use crate::route::cloud::{CloudError, Outbound};
 use crate::route::local::{FinishReason, GenEvent, Generation};
 use crate::route::local::{LocalModel, LocalStatus};
 use crate::route::sse::SseEvent;
-use crate::scan::{Scanned, Scanner};
+use crate::scan::{ClassifierState, Scanned, Scanner};
 use crate::snapshot::Snapshot;
 
 /// Everything a request needs, shared by all requests.
@@ -795,6 +795,21 @@ pub async fn readiness(state: &AppState) -> Readiness {
         .map(|p| json!({"name": p.policy.name.to_string(), "digest": p.policy.digest}))
         .collect();
     policies.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    // Every policy shares the process's one classifier. Unavailable does not make veil unready:
+    // requests are then unscannable and the policies' `on_unscannable` applies.
+    let classifier = snap
+        .policies
+        .values()
+        .next()
+        .map_or(json!({"status": "disabled"}), |p| {
+            match &p.detectors.classifier {
+                ClassifierState::Disabled => json!({"status": "disabled"}),
+                ClassifierState::Loaded(c) => json!({"status": "ready", "model": c.version()}),
+                ClassifierState::Unavailable(reason) => {
+                    json!({"status": "unavailable", "reason": reason})
+                }
+            }
+        });
     let ready = audit_ok && (local_ok || !state.local.is_configured());
     Readiness {
         ready,
@@ -802,6 +817,7 @@ pub async fn readiness(state: &AppState) -> Readiness {
             "ready": ready,
             "audit": if audit_ok { "ok" } else { "unavailable" },
             "local_model": local,
+            "classifier": classifier,
             "policies": policies,
         }),
     }
