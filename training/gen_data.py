@@ -230,7 +230,10 @@ def hospital():
             " " + R.choice(HOSP_SUFFIX) if R.random() < 0.5 else "")
     if r < 0.66:
         return R.choice(["U", "Univ of", "University of", "Univ.", "UMass", "UC"]) + " " + R.choice([city(), state(), us_town()]) + (" " + R.choice(HOSP_SUFFIX) if R.random() < 0.4 else "")
-    if r < 0.78:
+    if r < 0.70:
+        # Buildings and wards named after people, with a floor or unit number ("Osler 8", "Blalock 5").
+        return f"{last_name()} {R.randint(1, 12)}" if R.random() < 0.7 else f"{last_name()} {R.choice(['Pavilion', 'Building', 'Tower', 'Wing', 'House'])}"
+    if r < 0.80:
         return acronym() if R.random() < 0.6 else acronym() + " " + R.choice(["Hospital", "Rehab", "MC", "Medical Center", "ER", "Campus"])
     if r < 0.85:
         return f"{city()} {R.choice(['VA', 'Veterans', 'University', 'County', 'Women and Infants', 'Eye and Ear', 'Shore', 'Harbor', 'Valley', 'Lakes', 'Bay'])} {R.choice(HOSP_SUFFIX)}"
@@ -354,8 +357,10 @@ def date_clinical():
         return f"'{y % 100:02d}"
     if c < 0.84:
         return f"{R.choice(DAYS)} {m}/{d}" if R.random() < 0.5 else f"{m}/{d}/{y}"
-    if c < 0.92:
+    if c < 0.90:
         return f"{MON3[m-1]} {d}" if R.random() < 0.5 else f"{MONTHS[m-1]}"
+    if c < 0.95:
+        return f"{m}/{R.randint(32, 99)}"  # month/two-digit year, as in "AVR 8/88"
     return f"{m}/{d}/{y}"
 
 
@@ -411,6 +416,7 @@ SLOTS = {
     "DAY": lambda: (R.choice(DAYS + RELATIVE), None),
     "MONTH": lambda: (R.choice(MONTHS), "DATE"),
     "YEAR": lambda: (str(R.randint(1950, 2030)), "DATE"),
+    "INITL": lambda: (initial() + ".", "PERSON"),
     # unlabelled fillers (the pattern tier covers these)
     "EMAIL": lambda: (email(), None),
     "PHONE": lambda: (phone(), None),
@@ -781,6 +787,13 @@ PHI_SNIPPETS = [
     "lives at {HOSP} nursing home", "pt from {CITY} area", "family drove from {CITY} {STATE}", "ETA at {HOSP} {DAY}",
     "last admit {CDATE} at {HOSP}", "since {CDATE}", "on {CDATE} pt had", "dx'd {YEAR}", "CABG in '{YY}", "TKR {YEAR}",
     "appendectomy {YEAR}", "MVA in {YEAR}", "pt born {CDATE}", "plan for surgery {DAY} {CDATE}", "echo {CDATE} EF 35%",
+    "per NP {FIRST}", "per {LAST}, will hold", "d/w {LAST} MD", "{LAST}-{LAST} MD at bedside", "reported to {INITL} {LAST}",
+    "nsg ({INITL} {LAST} and {INITL} {LAST}) verified", "seen by dr {LAST} before d/c", "f/u w/ dr. {LAST}",
+    "son {FIRST} consented for procedure", "grand daughter-{FIRST}", "HCP - {FIRST} {LAST} who lives in {STATE}",
+    "sent to {HOSP} for further eval", "transferred to {HOSP} for cath", "pt arrived from {HOSP} via ems", "referred to {HOSP}",
+    "will transfer to {HOSP} this am", "followed at {HOSP} by dr {LAST}", "family arrived from {CITY}", "{HOSP} consult for {P}",
+    "PMH: CAD, AVR {CDATE}, HTN", "s/p MI {CDATE}, CABG {CDATE}", "CVA in {YEAR}", "renal cell ca {YEAR}, s/p nephrectomy",
+    "LBM {CDATE}", "OR {CDATE} for CABG", "culture from {CDATE} pending", "abx {CDATE} - {CDATE}",
 ]
 
 

@@ -26,7 +26,7 @@ Decoding (see models/README.md, "Decoding rules"):
  6. Span rules (postprocess): a span with no letter or digit is dropped; a DATE span with no letter
     is widened to its whitespace-delimited chunk (minus leading ([{" and trailing .,;:!?)]}") and
     kept only if that chunk is a numeric date (NUMERIC_DATE: m/d, m-d, m/d/yy, m/d/yyyy, m/yyyy,
-    'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
+    m/yy with yy > 31, 'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
 """
 import argparse, json, os, re, sys, time
 
@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover
 NUMERIC_DATE = re.compile(
     r"(?:(?:0?[1-9]|1[0-2])[/-](?:0?[1-9]|[12][0-9]|3[01])(?:[/-](?:\d{2}|\d{4}))?"  # m/d, m/d/yy, m-d-yyyy
     r"|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}"                                           # m/yyyy
+    r"|(?:0?[1-9]|1[0-2])/[3-9]\d"                                                      # m/yy (yy > 31)
     r"|'\d{2}|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})")                                    # '92, 1992, ISO
 CHUNK_STRIP_LEFT = "([{\"“‘"
 CHUNK_STRIP_RIGHT = ".,;:!?)]}\"”’"

@@ -4,20 +4,22 @@
 # truncated MiniLM, exports + quantizes to int8 ONNX, tunes thresholds on the dev sets (if
 # present), writes models/classifier/manifest.toml and evaluates with shared/eval/score.py.
 #
-# Environment knobs: N_EXAMPLES (default 60000), LAYERS (3), MINUTES (training wall-clock cap, 60), LR (1.5e-4),
-# SEED (13), MAX_FPR (0.10), SHARED (../../shared).
+# Environment knobs: N_EXAMPLES (default 60000), LAYERS (3), MINUTES (training wall-clock cap, 90), LR (2e-4),
+# SEQ (inference window incl. [CLS]/[SEP], 320), STRIDE (288), SEED (13), MAX_FPR (0.10), SHARED (../../shared).
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
-OUT="$HERE/../models/classifier"
+OUT=${OUT:-$HERE/../models/classifier}
 SHARED=${SHARED:-$HERE/../../shared}
 N_EXAMPLES=${N_EXAMPLES:-60000}
 LAYERS=${LAYERS:-3}
-MINUTES=${MINUTES:-60}
-LR=${LR:-1.5e-4}
+MINUTES=${MINUTES:-90}
+LR=${LR:-2e-4}
+SEQ=${SEQ:-320}
+STRIDE=${STRIDE:-288}
 SEED=${SEED:-13}
 MAX_FPR=${MAX_FPR:-0.10}
-VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v1}
+VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v2}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 start=$(date +%s)
@@ -44,7 +46,7 @@ log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
 $PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --out data/train.jsonl
 
 log "training L$LAYERS for at most $MINUTES min"
-nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final --layers "$LAYERS" \
+nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final --layers "$LAYERS" --win $((SEQ - 2)) \
   --epochs 1 --lr "$LR" --max-minutes "$MINUTES" --seed "$SEED" --threads 2 2>&1 | grep --line-buffered -v -i warning
 
 log "exporting and quantizing"
@@ -55,7 +57,7 @@ SYNTH="$SHARED/datasets/presidio-synth.dev.jsonl"
 if [ -f "$PHYSIO" ] && [ -f "$SYNTH" ]; then
   log "choosing thresholds on the dev sets"
   $PY tune.py --model "$OUT" --labels runs/final/labels.json --gold "$PHYSIO" --gold "$SYNTH" \
-    --fpr-set physionet --max-fpr "$MAX_FPR" --version "$VERSION"
+    --fpr-set physionet --max-fpr "$MAX_FPR" --version "$VERSION" --max-seq-len "$SEQ" --stride "$STRIDE"
   for g in "$PHYSIO" "$SYNTH"; do
     n=$(basename "$g" .jsonl)
     $PY predict.py --model "$OUT" --input "$g" --out "runs/pred.$n.jsonl"
@@ -68,6 +70,6 @@ else
 import json, sys; sys.path.insert(0, '.')
 from tune import write_manifest
 labels = json.load(open('runs/final/labels.json'))
-write_manifest('$OUT/manifest.toml', labels, 128, 96, {l[2:]: 0.5 for l in labels if l.startswith('B-')}, '$VERSION', '$OUT')"
+write_manifest('$OUT/manifest.toml', labels, $SEQ, $STRIDE, {l[2:]: 0.5 for l in labels if l.startswith('B-')}, '$VERSION', '$OUT')"
 fi
 log "done: $OUT"

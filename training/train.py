@@ -52,6 +52,33 @@ def encode_example(tok, ex, win):
     return out
 
 
+def pack(items, win, frac, rng):
+    """Concatenate random short windows into longer ones (up to `win` pieces).
+
+    Word-pieces of texts joined by whitespace are the concatenation of their word-pieces, so a
+    packed window is exactly what the tokenizer makes of several documents pasted together. It
+    teaches the model every position of a long inference window, not only the first ~100.
+    """
+    short = [it for it in items if len(it[0]) < win // 2]
+    rest = [it for it in items if len(it[0]) >= win // 2]
+    rng.shuffle(short)
+    out, cur_ids, cur_lab, target = [], [], [], 0
+    for ids, lab in short:
+        if not cur_ids:
+            if rng.random() >= frac:
+                out.append((ids, lab))
+                continue
+            target = rng.randint(win // 2, win)
+        if len(cur_ids) + len(ids) > target:
+            out.append((cur_ids, cur_lab))
+            cur_ids, cur_lab, target = [], [], rng.randint(win // 2, win)
+        cur_ids = cur_ids + ids
+        cur_lab = cur_lab + lab
+    if cur_ids:
+        out.append((cur_ids, cur_lab))
+    return rest + out
+
+
 def batches(items, bs, rng):
     """Length-bucketed shuffled batches."""
     idx = list(range(len(items)))
@@ -86,7 +113,8 @@ def main():
     ap.add_argument("--base", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--layers", type=int, default=3)
-    ap.add_argument("--win", type=int, default=126, help="word-pieces per training window (excl. CLS/SEP)")
+    ap.add_argument("--win", type=int, default=254, help="word-pieces per training window (excl. CLS/SEP)")
+    ap.add_argument("--pack", type=float, default=0.6, help="fraction of short windows packed into long ones")
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--epochs", type=float, default=1.0)
@@ -106,7 +134,9 @@ def main():
     with open(a.data, encoding="utf-8") as f:
         for line in f:
             items += encode_example(tok, json.loads(line), a.win)
-    print(f"{len(items)} windows", flush=True)
+    n_raw = len(items)
+    items = pack(items, a.win, a.pack, rng)
+    print(f"{n_raw} windows, {len(items)} after packing", flush=True)
 
     model = BertForTokenClassification.from_pretrained(
         a.base, num_hidden_layers=a.layers, num_labels=len(LABELS),
