@@ -707,7 +707,30 @@ def vit():
         f"{R.randint(1, 12)}/{R.randint(1, 12)} strength", f"1:{R.randint(1, 4)}", f"{R.randint(1, 3)}/{R.randint(3, 4)} assist",
         f"q{R.choice([1, 2, 4, 6, 8])}h", f"x{R.randint(1, 4)}", f"{R.randint(0, 23):02d}{R.choice(['00', '30', '15', '45'])}",
         f"at {R.randint(1, 12)}{R.choice(['am', 'pm', 'AM', 'PM', ''])}", f"{R.randint(10, 60)} min",
+        # ranges and ratios that look like dates: "RR 12-18", "PSV 10/5", "strength 5/5"
+        f"{R.choice(['RR', 'rr', 'HR', 'PEEP', 'UO', 'CVP', 'resp'])} {R.randint(4, 12)}-{R.randint(13, 31)}",
+        f"{R.choice(['PSV', 'CPAP', 'ps', 'Bipap', 'BIPAP'])} {R.randint(5, 20)}/{R.randint(5, 10)}",
+        f"{R.choice(['strength', 'grips', 'power'])} {R.randint(3, 5)}/5", f"{R.randint(3, 5)}/5 {R.choice(['strength', 'UE', 'LE', 'bilat'])}",
+        f"{R.randint(5, 12)}-{R.randint(13, 30)} {R.choice(['cc/hr', 'mg', 'units', 'mmHg', 'breaths', 'min', 'cm'])}",
+        f"{R.randint(1, 12)}/{R.randint(1, 12)} {R.choice(['tabs', 'drops', 'sprays', 'NS', 'dose'])}",
     ])
+
+
+def typo(word):
+    """A nurse's typo: a dropped, doubled or swapped letter."""
+    if len(word) < 5 or not word.isalpha():
+        return word
+    i = R.randint(1, len(word) - 2)
+    k = R.random()
+    if k < 0.33:
+        return word[:i] + word[i + 1:]
+    if k < 0.66:
+        return word[:i] + word[i] + word[i:]
+    return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+
+
+def typos(text, rate):
+    return " ".join(typo(w) if R.random() < rate else w for w in text.split(" "))
 
 
 CLIN = {
@@ -868,6 +891,8 @@ def clinical_note(phi):
                     t = t + R.choice([", ", " ", ". ", "; "]) + R.choice(ABBR + HARD_NEG) + " " + vit()
                 if R.random() < 0.2:
                     t = R.choice(HARD_NEG + ABBR) + " " + t
+                if R.random() < 0.25:
+                    t = typos(t, 0.15)
                 fill_clin(t, d)
             d.add(R.choice([", ", ". ", "; ", ".  ", " ", ",", "\n"]) if j < k - 1 else R.choice([".", "", ". ", "\n", " \n"]))
     while phi_budget:

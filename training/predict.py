@@ -18,6 +18,9 @@ Decoding (see models/README.md, "Decoding rules"):
  4. Word probabilities = mean of its pieces' probability vectors. For each entity type X,
     s(X) = p(B-X) + p(I-X). The word's type is X* = argmax s(X); the word is an entity word if
     s(X*) >= threshold[X*], otherwise it is outside.
+ 4b. Hysteresis: a word that is not an entity word but whose type X* equals that of an adjacent entity
+    word, with s(X*) >= extend[X*] (manifest [extend], default: the threshold itself) and no line break
+    between the two, becomes an entity word; applied left to right, then right to left.
  5. Spans: walk the words in order. An entity word of type X continues the open span if the open
     span has type X, the previous word was part of it (no outside word between) and p(I-X) >= p(B-X);
     otherwise it closes any open span and opens a new one (so I- without B- simply starts a span).
@@ -89,6 +92,7 @@ class Classifier:
         self.thresholds = dict(man.get("thresholds", {}))
         if thresholds:
             self.thresholds.update(thresholds)
+        self.extend = dict(man.get("extend", {}))
         self.types = sorted({l[2:] for l in self.labels if l != "O"}, key=lambda t: self.labels.index("B-" + t))
         self.b_idx = np.array([self.labels.index("B-" + t) for t in self.types])
         self.i_idx = np.array([self.labels.index("I-" + t) for t in self.types])
@@ -176,21 +180,40 @@ class Classifier:
         return out
 
     # ---- step 5
-    def decode(self, words, thresholds=None, text=None):
+    def decode(self, words, thresholds=None, text=None, extend=None):
         th = thresholds or self.thresholds
+        ext = self.extend if extend is None else extend
+        ks = [int(np.argmax(s)) for _, _, s, _, _ in words]
+        sc = [float(w[2][k]) for w, k in zip(words, ks)]
+        mark = [sc[j] >= th.get(self.types[k], 0.5) for j, k in enumerate(ks)]
+        # Hysteresis (step 4b): a word next to an entity word of its own type joins it when its
+        # score reaches the lower `extend` threshold; never across a line break.
+        low = [min(ext.get(self.types[k], 1.0), th.get(self.types[k], 0.5)) for k in ks]
+
+        def joins(j, n):
+            if mark[j] or not mark[n] or ks[j] != ks[n] or sc[j] < low[j]:
+                return False
+            gap = text[min(words[j][1], words[n][1]):max(words[j][0], words[n][0])] if text is not None else ""
+            return "\n" not in gap
+
+        for j in range(1, len(words)):
+            if joins(j, j - 1):
+                mark[j] = True
+        for j in range(len(words) - 2, -1, -1):
+            if joins(j, j + 1):
+                mark[j] = True
         spans = []
         open_ = None  # [start, end, type_index, scores]
-        for a, b, s, pb, pi in words:
-            k = int(np.argmax(s))
-            t = self.types[k]
-            if s[k] >= th.get(t, 0.5):
+        for j, (a, b, s, pb, pi) in enumerate(words):
+            k = ks[j]
+            if mark[j]:
                 if open_ is not None and open_[2] == k and pi[k] >= pb[k]:
                     open_[1] = b
-                    open_[3].append(float(s[k]))
+                    open_[3].append(sc[j])
                 else:
                     if open_ is not None:
                         spans.append(open_)
-                    open_ = [a, b, k, [float(s[k])]]
+                    open_ = [a, b, k, [sc[j]]]
             else:
                 if open_ is not None:
                     spans.append(open_)

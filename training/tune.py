@@ -25,7 +25,7 @@ def sha256(p):
     return h.hexdigest()
 
 
-def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model_dir, extra=""):
+def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model_dir, extra="", extend=None):
     lines = [
         f'version = "{version}"',
         f"labels = [{', '.join(json.dumps(l) for l in labels)}]",
@@ -38,6 +38,10 @@ def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model
         "",
         "[thresholds]",
     ] + [f"{k} = {v}" for k, v in thresholds.items()]
+    ext = {k: v for k, v in (extend or {}).items() if v < thresholds.get(k, 0.5)}
+    if ext:
+        lines += ["", "# Hysteresis: a word next to an entity word of its type joins it from this score on."]
+        lines += ["[extend]"] + [f"{k} = {v}" for k, v in ext.items()]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n" + extra)
 
@@ -66,10 +70,10 @@ def main():
         sets.append((g, recs, words))
         print(f"inferred {g}", file=sys.stderr)
 
-    def evaluate(th):
+    def evaluate(th, ext=None):
         res = {}
         for g, recs, words in sets:
-            preds = {r["id"]: clf.decode(w, th, text=r["text"]) for r, w in zip(recs, words)}
+            preds = {r["id"]: clf.decode(w, th, text=r["text"], extend=ext or {}) for r, w in zip(recs, words)}
             res[g] = score(recs, preds)
         return res
 
@@ -95,11 +99,21 @@ def main():
                 if o > best + 1e-6:
                     best, th = o, cand
         print(f"round {rnd}: {th} objective {best:.4f}", file=sys.stderr)
-    res = evaluate(th)
+    # Then the hysteresis thresholds, below each type's threshold.
+    ext = {}
+    for t in types:
+        for v in [g for g in GRID if g < th[t]]:
+            cand = dict(ext, **{t: v})
+            o = objective(evaluate(th, cand))
+            if o > best + 1e-6:
+                best, ext = o, cand
+    print(f"extend: {ext} objective {best:.4f}", file=sys.stderr)
+    res = evaluate(th, ext)
     for g, r in res.items():
         print(os.path.basename(g), json.dumps(r))
-    write_manifest(os.path.join(a.model, "manifest.toml"), labels, a.max_seq_len, a.stride, th, a.version, a.model)
-    print("thresholds", th)
+    write_manifest(os.path.join(a.model, "manifest.toml"), labels, a.max_seq_len, a.stride, th, a.version, a.model,
+                   extend=ext)
+    print("thresholds", th, "extend", ext)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,10 @@ pub struct Manifest {
     /// Default per-type thresholds.
     #[serde(default)]
     pub thresholds: BTreeMap<String, f32>,
+    /// Per-type hysteresis thresholds: a word next to an entity word of its own type joins it
+    /// from this score on (absent: the type's threshold, i.e. no hysteresis).
+    #[serde(default)]
+    pub extend: BTreeMap<String, f32>,
     /// Hex SHA-256 of `model.onnx`.
     pub model_sha256: String,
     /// Hex SHA-256 of `tokenizer.json`.
@@ -115,6 +119,7 @@ pub struct Classifier {
     sep: u32,
     pad: u32,
     thresholds: Vec<f32>,
+    extend: Vec<f32>,
     version: String,
 }
 
@@ -224,6 +229,16 @@ impl Classifier {
             .iter()
             .map(|t| manifest.thresholds.get(&t.name).copied().unwrap_or(0.5))
             .collect();
+        let extend = types
+            .iter()
+            .map(|t| {
+                manifest
+                    .extend
+                    .get(&t.name)
+                    .copied()
+                    .unwrap_or(f32::INFINITY)
+            })
+            .collect();
 
         let env = environment(&cfg.ort_library)?;
         let session = Session::builder(&env)
@@ -251,6 +266,7 @@ impl Classifier {
             sep,
             pad,
             thresholds,
+            extend,
             version: manifest.version,
         })
     }
@@ -294,9 +310,14 @@ impl Classifier {
             .zip(&self.thresholds)
             .map(|(t, d)| overrides.get(&t.entity).copied().unwrap_or(*d))
             .collect();
+        let lows: Vec<f32> = thresholds
+            .iter()
+            .zip(&self.extend)
+            .map(|(t, e)| t.min(*e))
+            .collect();
         let words = self.words(enc.get_word_ids(), enc.get_offsets(), &probs);
         Ok(self
-            .decode(&words, &thresholds)
+            .decode(text, &words, &thresholds, &lows)
             .into_iter()
             .filter_map(|f| span_rules(text, f))
             .collect())
@@ -459,45 +480,14 @@ impl Classifier {
         Word { start, end, pb, pi }
     }
 
-    fn decode(&self, words: &[Word], thresholds: &[f32]) -> Vec<Finding> {
-        let mut out = Vec::new();
-        // (start, end, type index, score sum, words)
-        let mut open: Option<(usize, usize, usize, f32, usize)> = None;
-        for w in words {
-            let (k, s) = w.pb.iter().zip(&w.pi).map(|(b, i)| b + i).enumerate().fold(
-                (0, f32::MIN),
-                |best, (k, s)| if s > best.1 { (k, s) } else { best },
-            );
-            let entity_word = thresholds.get(k).is_some_and(|t| s >= *t);
-            if !entity_word {
-                if let Some(span) = open.take() {
-                    out.push(self.finding(span));
-                }
-                continue;
-            }
-            let continues = open.as_ref().is_some_and(|o| o.2 == k)
-                && w.pi.get(k).copied().unwrap_or(0.0) >= w.pb.get(k).copied().unwrap_or(0.0);
-            match (&mut open, continues) {
-                (Some(o), true) => {
-                    o.1 = w.end;
-                    o.3 += s;
-                    o.4 += 1;
-                }
-                _ => {
-                    if let Some(span) = open.take() {
-                        out.push(self.finding(span));
-                    }
-                    open = Some((w.start, w.end, k, s, 1));
-                }
-            }
-        }
-        if let Some(span) = open {
-            out.push(self.finding(span));
-        }
-        out
+    fn decode(&self, text: &str, words: &[Word], thresholds: &[f32], lows: &[f32]) -> Vec<Finding> {
+        decode(text, words, thresholds, lows)
+            .into_iter()
+            .map(|span| self.finding(span))
+            .collect()
     }
 
-    fn finding(&self, (start, end, k, sum, n): (usize, usize, usize, f32, usize)) -> Finding {
+    fn finding(&self, (start, end, k, sum, n): RawSpan) -> Finding {
         Finding {
             start,
             end,
@@ -509,6 +499,86 @@ impl Classifier {
             recognizer: "classifier",
         }
     }
+}
+
+/// A decoded span: start, end, type index, score sum, words.
+type RawSpan = (usize, usize, usize, f32, usize);
+
+/// Steps 4 to 5 of the decoding rules: entity words by threshold, grown by hysteresis
+/// (`lows`, never across a line break), then spans.
+fn decode(text: &str, words: &[Word], thresholds: &[f32], lows: &[f32]) -> Vec<RawSpan> {
+    let best: Vec<(usize, f32)> = words
+        .iter()
+        .map(|w| {
+            w.pb.iter().zip(&w.pi).map(|(b, i)| b + i).enumerate().fold(
+                (0, f32::MIN),
+                |best, (k, s)| if s > best.1 { (k, s) } else { best },
+            )
+        })
+        .collect();
+    let mut mark: Vec<bool> = best
+        .iter()
+        .map(|&(k, s)| thresholds.get(k).is_some_and(|t| s >= *t))
+        .collect();
+    let joins = |mark: &[bool], j: usize, n: usize| -> bool {
+        let (Some(&(kj, sj)), Some(&(kn, _))) = (best.get(j), best.get(n)) else {
+            return false;
+        };
+        let (Some(wj), Some(wn)) = (words.get(j), words.get(n)) else {
+            return false;
+        };
+        let gap = text
+            .get(wj.end.min(wn.end)..wj.start.max(wn.start))
+            .unwrap_or_default();
+        !mark.get(j).copied().unwrap_or(true)
+            && mark.get(n).copied().unwrap_or(false)
+            && kj == kn
+            && lows.get(kj).is_some_and(|l| sj >= *l)
+            && !gap.contains('\n')
+    };
+    for j in 1..words.len() {
+        if joins(&mark, j, j - 1)
+            && let Some(m) = mark.get_mut(j)
+        {
+            *m = true;
+        }
+    }
+    for j in (0..words.len().saturating_sub(1)).rev() {
+        if joins(&mark, j, j + 1)
+            && let Some(m) = mark.get_mut(j)
+        {
+            *m = true;
+        }
+    }
+    let mut out = Vec::new();
+    let mut open: Option<RawSpan> = None;
+    for ((w, &(k, s)), &entity_word) in words.iter().zip(&best).zip(&mark) {
+        if !entity_word {
+            if let Some(span) = open.take() {
+                out.push(span);
+            }
+            continue;
+        }
+        let continues = open.as_ref().is_some_and(|o| o.2 == k)
+            && w.pi.get(k).copied().unwrap_or(0.0) >= w.pb.get(k).copied().unwrap_or(0.0);
+        match (&mut open, continues) {
+            (Some(o), true) => {
+                o.1 = w.end;
+                o.3 += s;
+                o.4 += 1;
+            }
+            _ => {
+                if let Some(span) = open.take() {
+                    out.push(span);
+                }
+                open = Some((w.start, w.end, k, s, 1));
+            }
+        }
+    }
+    if let Some(span) = open {
+        out.push(span);
+    }
+    out
 }
 
 /// A numeric date, matched against a whole whitespace-delimited chunk.
@@ -597,6 +667,47 @@ mod tests {
             recognizer: "classifier",
         };
         span_rules(text, f).map(|f| text[f.start..f.end].to_owned())
+    }
+
+    /// Words of one type (index 0 of two) with the given scores, split evenly into B and I.
+    fn words(text: &str, scores: &[f32]) -> Vec<Word> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (w, s) in text.split_whitespace().zip(scores) {
+            let start = at + text[at..].find(w).unwrap();
+            at = start + w.len();
+            out.push(Word {
+                start,
+                end: at,
+                pb: vec![if out.is_empty() { *s } else { 0.0 }, 0.0],
+                pi: vec![if out.is_empty() { 0.0 } else { *s }, 0.0],
+            });
+        }
+        out
+    }
+
+    fn spans<'t>(text: &'t str, scores: &[f32], low: f32) -> Vec<&'t str> {
+        decode(text, &words(text, scores), &[0.8, 0.8], &[low, 0.8])
+            .into_iter()
+            .map(|(a, b, ..)| &text[a..b])
+            .collect()
+    }
+
+    #[test]
+    fn hysteresis_grows_spans_from_a_confident_word_but_not_across_lines() {
+        let text = "seen by marta k palermo today";
+        let scores = [0.0, 0.1, 0.9, 0.5, 0.4, 0.2];
+        // Without hysteresis only the confident word; with it, its neighbours of the same type.
+        assert_eq!(spans(text, &scores, 0.8), ["marta"]);
+        assert_eq!(spans(text, &scores, 0.35), ["marta k palermo"]);
+        // A lone word under the threshold never starts a span, however low `extend` is.
+        assert_eq!(
+            spans(text, &[0.0, 0.1, 0.7, 0.5, 0.4, 0.2], 0.05),
+            Vec::<&str>::new()
+        );
+        // Leftwards too, and never over a line break.
+        let text = "pt: ann\nmarie smith";
+        assert_eq!(spans(text, &[0.0, 0.5, 0.5, 0.95], 0.4), ["marie smith"]);
     }
 
     #[test]

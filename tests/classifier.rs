@@ -1,0 +1,166 @@
+//! The token classifier on its own: offsets in multi-byte text, entities straddling a window
+//! boundary, and the checksum check at load.
+//!
+//! Uses the shipped model (`models/classifier`, or `VEIL_CLASSIFIER_DIR`) and ONNX Runtime from
+//! `VEIL_ORT_LIB` (or `.cache/onnxruntime`, where `make` puts it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use veil::detect::classifier::{Classifier, ClassifierConfig, Manifest};
+use veil::detect::{EntityType, Finding};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn model_dir() -> PathBuf {
+    std::env::var("VEIL_CLASSIFIER_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| repo().join("models/classifier"), PathBuf::from)
+}
+
+fn config(dir: &Path) -> ClassifierConfig {
+    ClassifierConfig {
+        dir: dir.to_owned(),
+        ort_library: std::env::var("VEIL_ORT_LIB").map_or_else(
+            |_| repo().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"),
+            PathBuf::from,
+        ),
+        threads: 1,
+        batch: 4,
+    }
+}
+
+fn manifest(dir: &Path) -> Manifest {
+    toml::from_str(&std::fs::read_to_string(dir.join("manifest.toml")).unwrap()).unwrap()
+}
+
+fn load() -> Classifier {
+    Classifier::load(&config(&model_dir())).expect("the shipped classifier loads")
+}
+
+fn persons<'t>(text: &'t str, found: &[Finding]) -> Vec<&'t str> {
+    found
+        .iter()
+        .filter(|f| f.entity == EntityType::Person)
+        .map(|f| {
+            text.get(f.start..f.end)
+                .expect("offsets on char boundaries")
+        })
+        .collect()
+}
+
+/// Whether some finding of `entity` covers every non-space character of `needle` in `text`.
+fn covered(text: &str, found: &[Finding], entity: &EntityType, needle: &str) -> bool {
+    let start = text.find(needle).expect("needle in text");
+    let end = start + needle.len();
+    (start..end)
+        .filter(|&i| text.is_char_boundary(i) && !text[i..].starts_with(char::is_whitespace))
+        .all(|i| {
+            found
+                .iter()
+                .any(|f| &f.entity == entity && f.start <= i && i < f.end)
+        })
+}
+
+#[test]
+fn offsets_are_exact_in_multi_byte_text() {
+    let c = load();
+    let text = "Résumé — 🙂 ünïcödé ✓✓ 東京 aside: Dr. Margaret Okonkwo saw the patient today.";
+    let found = c.detect(text, &BTreeMap::new()).unwrap();
+    for f in &found {
+        assert!(
+            text.is_char_boundary(f.start) && text.is_char_boundary(f.end),
+            "{f:?}"
+        );
+    }
+    assert!(
+        persons(text, &found).contains(&"Margaret Okonkwo"),
+        "{:?}",
+        persons(text, &found)
+    );
+}
+
+#[test]
+fn an_entity_straddling_a_window_boundary_is_found_whole() {
+    let c = load();
+    let dir = model_dir();
+    let window = manifest(&dir).max_seq_len - 2;
+    let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let pieces = |s: &str| tokenizer.encode(s, false).unwrap().get_ids().len();
+    let name = "Margaret Okonkwo";
+    assert!(pieces(name) >= 3, "the name spans several word-pieces");
+    // Filler words of one piece each, until the name's first piece is the last piece of the
+    // first window: the rest of the name falls into the second window.
+    let mut prefix = String::from("Nursing note. ");
+    let filler = [
+        "pt", "resting", "in", "bed", "and", "stable", "on", "the", "unit",
+    ];
+    let mut k = 0;
+    while pieces(&prefix) < window - 1 {
+        prefix.push_str(filler[k % filler.len()]);
+        prefix.push(' ');
+        k += 1;
+    }
+    assert_eq!(
+        pieces(&prefix),
+        window - 1,
+        "filler words are single pieces"
+    );
+    let text = format!(
+        "{prefix}Seen today by Dr. {name} who will follow up. {}",
+        "Plan: continue current care. ".repeat(20)
+    );
+    // Where the name lands depends on the words in between; try the boundary on each of its
+    // pieces by trimming the filler.
+    let mut straddled = 0;
+    for cut in 0..8 {
+        let cut_prefix: String = {
+            let words: Vec<&str> = text.split(' ').collect();
+            let mut w = words.clone();
+            w.drain(3..3 + cut);
+            w.join(" ")
+        };
+        let start_piece = pieces(&cut_prefix[..cut_prefix.find(name).unwrap()]);
+        let end_piece = start_piece + pieces(name);
+        if start_piece < window && end_piece > window {
+            straddled += 1;
+        }
+        let found = c.detect(&cut_prefix, &BTreeMap::new()).unwrap();
+        assert!(
+            covered(&cut_prefix, &found, &EntityType::Person, name),
+            "cut {cut}: name at pieces {start_piece}..{end_piece}, window {window}: {:?}",
+            persons(&cut_prefix, &found)
+        );
+    }
+    assert!(straddled > 0, "some case put the name across the boundary");
+}
+
+#[test]
+fn a_corrupt_model_is_refused() {
+    let dir = model_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["model.onnx", "tokenizer.json", "manifest.toml"] {
+        std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    let model = tmp.path().join("model.onnx");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&model, bytes).unwrap();
+    let err = Classifier::load(&config(tmp.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+
+    std::fs::copy(dir.join("model.onnx"), &model).unwrap();
+    std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+    let err = Classifier::load(&config(tmp.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tokenizer.json"), "{err}");
+}
