@@ -6,7 +6,8 @@
 //! Without `--jsonl`, documents of about 1 KB of generated clinical-style text are used (the
 //! same text on every run). With `--jsonl FILE` (lines with a `"text"` field, e.g. a dev set),
 //! those documents are used instead. Reports KB/s over all documents (one at a time, as
-//! requests arrive) and the p50/p95 latency per document. Needs `VEIL_ORT_LIB`.
+//! requests arrive) and the p50/p95 latency per document. Needs `VEIL_ORT_LIB`;
+//! `VEIL_CLASSIFIER_DIR` selects another model directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::Instant;
@@ -96,7 +97,9 @@ fn main() {
     };
     let root = env!("CARGO_MANIFEST_DIR");
     let settings = ClassifierSettings {
-        dir: format!("{root}/models/classifier").into(),
+        dir: std::env::var("VEIL_CLASSIFIER_DIR")
+            .unwrap_or_else(|_| format!("{root}/models/classifier"))
+            .into(),
         ort_library: std::env::var("VEIL_ORT_LIB")
             .expect("set VEIL_ORT_LIB to libonnxruntime.so")
             .into(),

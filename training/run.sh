@@ -5,7 +5,7 @@
 # present), writes models/classifier/manifest.toml and evaluates with shared/eval/score.py.
 #
 # Environment knobs: N_EXAMPLES (default 60000), LAYERS (3), MINUTES (training wall-clock cap, 90), LR (2e-4),
-# EPOCHS (1), SEQ (inference window incl. [CLS]/[SEP], 320), STRIDE (288), SEED (13), MAX_FPR (0.10), SHARED (../../shared).
+# EPOCHS (1), PACK (share of short examples packed into long windows, 0), SEQ (inference window incl. [CLS]/[SEP], 320), STRIDE (288), SEED (13), MAX_FPR (0.10), SHARED (../../shared).
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
@@ -16,6 +16,7 @@ LAYERS=${LAYERS:-3}
 MINUTES=${MINUTES:-90}
 LR=${LR:-2e-4}
 EPOCHS=${EPOCHS:-1}
+PACK=${PACK:-0}
 SEQ=${SEQ:-320}
 STRIDE=${STRIDE:-288}
 SEED=${SEED:-13}
@@ -47,7 +48,7 @@ log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
 $PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --out data/train.jsonl
 
 log "training L$LAYERS for at most $MINUTES min"
-nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final --layers "$LAYERS" --win $((SEQ - 2)) \
+nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final --layers "$LAYERS" --win $((SEQ - 2)) --pack "$PACK" \
   --epochs "$EPOCHS" --lr "$LR" --max-minutes "$MINUTES" --seed "$SEED" --threads 2 2>&1 | grep --line-buffered -v -i warning
 
 log "exporting and quantizing"
