@@ -5,7 +5,8 @@
 //!
 //! Reports, per side, the median over ROUNDS (default 5) runs of: prefill tokens/s (long
 //! prompt, one completion token), time to first token, and decode tokens/s (greedy, a fixed
-//! number of tokens). Each measurement runs in a fresh child process (llama.cpp allows one
+//! number of tokens), and for the engine and HTTP sides the median TTFT of a two-token prompt
+//! (the path's own overhead, without prefill noise). Each measurement runs in a fresh child process (llama.cpp allows one
 //! backend per process), rotating the order of the sides so background load hits all alike.
 //!
 //! The `http` side starts veil in process on a loopback port, with a policy that keeps every
@@ -14,7 +15,8 @@
 //! detection (reported separately from the audit log's `scan_ms`), the durable audit write and
 //! SSE framing.
 //! The model comes from `VEIL_TEST_MODEL` (default: SmolLM2-135M-Instruct.Q4_1); threads from
-//! `BENCH_THREADS` (default 2).
+//! `BENCH_THREADS` (default 2); the audit database goes to a temporary directory, or to
+//! `BENCH_AUDIT_DIR`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -54,6 +56,8 @@ const BATCH: u32 = 512;
 /// Decode length measured (the engine stops earlier only at end-of-generation, which the
 /// chosen prompt does not reach within this many tokens; the bench checks).
 const DECODE_TOKENS: u32 = 200;
+/// Short-prompt requests per child for the overhead measurement.
+const SHORT_RUNS: usize = 15;
 
 fn model_path() -> String {
     std::env::var("VEIL_TEST_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.into())
@@ -75,6 +79,9 @@ struct Sample {
     ttft_secs: f64,
     decode_tokens: f64,
     decode_secs: f64,
+    /// Median TTFT of a two-token prompt ("Hi", one completion token): prefill is a few ms,
+    /// so what remains is the path's own overhead.
+    short_ttft_secs: f64,
 }
 
 impl Sample {
@@ -84,6 +91,7 @@ impl Sample {
         println!("ttft_secs {}", self.ttft_secs);
         println!("decode_tokens {}", self.decode_tokens);
         println!("decode_secs {}", self.decode_secs);
+        println!("short_ttft_secs {}", self.short_ttft_secs);
     }
 
     fn parse(out: &str) -> Sample {
@@ -100,6 +108,7 @@ impl Sample {
                 "ttft_secs" => s.ttft_secs = v,
                 "decode_tokens" => s.decode_tokens = v,
                 "decode_secs" => s.decode_secs = v,
+                "short_ttft_secs" => s.short_ttft_secs = v,
                 _ => {}
             }
         }
@@ -145,6 +154,15 @@ async fn engine_sample() -> Sample {
     let ttft = t0.elapsed().as_secs_f64();
     while g.next().await.is_some() {}
 
+    let mut short = Vec::new();
+    for _ in 0..SHORT_RUNS {
+        let t0 = Instant::now();
+        let mut g = engine.generate(request("Hi", 1)).await.unwrap();
+        let _first = g.next().await;
+        short.push(t0.elapsed().as_secs_f64());
+        while g.next().await.is_some() {}
+    }
+
     // Decode: time from the first token to the last.
     let mut g = engine
         .generate(request(DECODE_QUESTION, DECODE_TOKENS))
@@ -167,6 +185,7 @@ async fn engine_sample() -> Sample {
         prefill_tokens: f64::from(prompt_tokens),
         // The engine does not expose prefill alone; TTFT is its upper bound.
         prefill_secs: ttft,
+        short_ttft_secs: median(short),
         ttft_secs: ttft,
         decode_tokens: f64::from(completion - 1),
         decode_secs,
@@ -236,6 +255,7 @@ fn raw_sample() -> Sample {
         ttft_secs: ttft,
         decode_tokens: f64::from(sampled - 1),
         decode_secs,
+        short_ttft_secs: 0.0,
     }
 }
 
@@ -252,7 +272,11 @@ async fn http_sample() -> Sample {
     .unwrap();
     let mut config = veil::config::Config::parse(std::path::Path::new("bench.toml"), "").unwrap();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.audit.url = format!("sqlite://{}", dir.path().join("audit.db").display());
+    // `BENCH_AUDIT_DIR` (e.g. /dev/shm) separates the cost of the durable audit write.
+    let audit_dir =
+        std::env::var("BENCH_AUDIT_DIR").map_or_else(|_| dir.path().to_owned(), Into::into);
+    let audit_db = audit_dir.join(format!("bench-audit-{}.db", std::process::id()));
+    config.audit.url = format!("sqlite://{}", audit_db.display());
     config.policies.dir = policies;
     config.local.model = model_path().into();
     config.local.context_size = CONTEXT;
@@ -336,6 +360,10 @@ async fn http_sample() -> Sample {
     };
     let _ = run("Hi".into(), 4).await;
     let (prompt_tokens, _, ttft, _) = run(prefill_question(), 1).await;
+    let mut short = Vec::new();
+    for _ in 0..SHORT_RUNS {
+        short.push(run("Hi".into(), 1).await.2);
+    }
     let (_, completion, _, decode_secs) = run(DECODE_QUESTION.into(), DECODE_TOKENS).await;
     assert_eq!(
         completion,
@@ -349,13 +377,22 @@ async fn http_sample() -> Sample {
         .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok()?["scan_ms"].as_f64())
         .collect();
     println!("scan_ms {}", scans.get(1).copied().unwrap_or_default());
+    // Decision rows in order: warm-up, long prompt, the short prompts, the decode prompt.
+    println!(
+        "short_scan_ms {}",
+        median(scans.get(2..2 + SHORT_RUNS).unwrap_or_default().to_vec())
+    );
     running.shutdown().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", audit_db.display()));
+    }
     Sample {
         prefill_tokens: prompt_tokens as f64,
         prefill_secs: ttft,
         ttft_secs: ttft,
         decode_tokens: completion as f64 - 1.0,
         decode_secs,
+        short_ttft_secs: median(short),
     }
 }
 
@@ -438,6 +475,7 @@ fn main() {
     println!("load average before: {}", load_average());
     let (mut engine, mut raw, mut http) = (Vec::new(), Vec::new(), Vec::new());
     let mut scans = Vec::new();
+    let mut short_scans = Vec::new();
     for round in 0..rounds {
         // Rotate which side goes first so drift in background load cancels out.
         for side in 0..3 {
@@ -451,6 +489,11 @@ fn main() {
                             .find_map(|l| l.strip_prefix("scan_ms ")?.parse::<f64>().ok())
                             .unwrap_or_default(),
                     );
+                    short_scans.push(
+                        out.lines()
+                            .find_map(|l| l.strip_prefix("short_scan_ms ")?.parse::<f64>().ok())
+                            .unwrap_or_default(),
+                    );
                     http.push(Sample::parse(&out));
                 }
             }
@@ -461,6 +504,14 @@ fn main() {
     let (_, r_ttft, r_decode) = report("raw", &raw);
     let (_, h_ttft, h_decode) = report("http", &http);
     let scan = median(scans);
+    let short = |v: &[Sample]| median(v.iter().map(|s| s.short_ttft_secs * 1000.0).collect());
+    println!(
+        "short prompt TTFT: engine {:.2} ms, http {:.2} ms: veil's HTTP path adds {:+.2} ms (of which detection {:.2} ms)",
+        short(&engine),
+        short(&http),
+        short(&http) - short(&engine),
+        median(short_scans)
+    );
     println!(
         "engine vs raw:  decode {:+.1}%  TTFT {:+.1} ms",
         (e_decode / r_decode - 1.0) * 100.0,

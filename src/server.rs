@@ -7,6 +7,7 @@ use std::time::Duration;
 use std::future::IntoFuture;
 
 use arc_swap::ArcSwap;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +117,13 @@ pub async fn start(
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let serve = tokio::spawn(async move {
         let cancelled = token.clone();
+        // Streamed chunks are small writes in a row: without TCP_NODELAY, Nagle's algorithm
+        // holds each behind the peer's delayed ACK and adds milliseconds to every token.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move { token.cancelled().await });
         // In-flight requests get `grace` to finish after shutdown starts; streams that never
