@@ -28,7 +28,7 @@ Decoding (see models/README.md, "Decoding rules"):
     offset of its last piece; score = mean of s(X) over its words.
  6. Span rules (postprocess): a span with no letter or digit is dropped; a DATE span with no letter
     is widened to its whitespace-delimited chunk (minus leading ([{" and trailing .,;:!?)]}") and
-    kept only if that chunk is a numeric date (NUMERIC_DATE: m/d, m-d, m/d/yy, m/d/yyyy, m/yyyy,
+    kept only if that chunk is a numeric date (NUMERIC_DATE: m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy,
     m/yy with yy > 31, 'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
 """
 import argparse, json, os, re, sys, time
@@ -42,10 +42,19 @@ except ImportError:  # pragma: no cover
 
 
 NUMERIC_DATE = re.compile(
-    r"(?:(?:0?[1-9]|1[0-2])[/-](?:0?[1-9]|[12][0-9]|3[01])(?:[/-](?:\d{2}|\d{4}))?"  # m/d, m/d/yy, m-d-yyyy
+    r"(?:(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12][0-9]|3[01])(?:/(?:\d{2}|\d{4}))?"        # m/d, m/d/yy, m/d/yyyy
+    r"|(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12][0-9]|3[01])-(?:\d{2}|\d{4})"               # m-d-yy, m-d-yyyy (m-d alone is a range)
     r"|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}"                                           # m/yyyy
     r"|(?:0?[1-9]|1[0-2])/[3-9]\d"                                                      # m/yy (yy > 31)
     r"|'\d{2}|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})")                                    # '92, 1992, ISO
+# Words that on their own never identify a place or an organisation ("the hospital", "OSH",
+# "nursing home", "MICU"): a LOCATION or ORGANIZATION span made only of these is dropped.
+GENERIC_PLACE = frozenset("""
+the a an other outside same this that our their his her of at in to and
+hospital hospitals home house nursing rehab rehabilitation facility clinic center centre unit floor
+ward lab labs room bay bed office department dept service er ed ew or pacu icu micu sicu ccu csru
+tsicu nicu picu cvicu vicu nsicu osh cath hosp hospice shelter pharmacy
+""".split())
 CHUNK_STRIP_LEFT = "([{\"“‘"
 CHUNK_STRIP_RIGHT = ".,;:!?)]}\"”’"
 
@@ -53,16 +62,21 @@ CHUNK_STRIP_RIGHT = ".,;:!?)]}\"”’"
 def postprocess(text, span):
     """Span rules applied after BIO decoding (step 6 of the decoding rules).
 
-    a. A span with no letter or digit is dropped.
+    a. A span with no letter or digit is dropped; a LOCATION or ORGANIZATION span whose words
+       (runs of letters) are all in GENERIC_PLACE is dropped.
     b. A DATE span without any letter is checked against its chunk: the maximal run of
        non-whitespace characters around it, minus leading ([{" and trailing .,;:!?)]}" characters.
-       If the chunk is a numeric date (m/d, m-d, m/d/yy, m/d/yyyy, m/yyyy, 'yy, 19xx/20xx, ISO)
+       If the chunk is a numeric date (m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy, 'yy, 19xx/20xx, ISO)
        the span becomes the chunk (without a leading apostrophe); otherwise the span is dropped.
     """
     a, b = span["start"], span["end"]
     frag = text[a:b]
     if not any(c.isalnum() for c in frag):
         return None
+    if span["label"] in ("LOCATION", "ORGANIZATION"):
+        words = [w.lower() for w in re.findall(r"[^\W\d_]+", frag)]
+        if words and all(w in GENERIC_PLACE for w in words):
+            return None
     if span["label"] == "DATE" and not any(c.isalpha() for c in frag):
         s, e = a, b
         while s > 0 and not text[s - 1].isspace():

@@ -586,19 +586,106 @@ fn numeric_date() -> Option<&'static regex::Regex> {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
     RE.get_or_init(|| {
         regex::Regex::new(
-            r"^(?:(?:0?[1-9]|1[0-2])[/-](?:0?[1-9]|[12][0-9]|3[01])(?:[/-](?:\d{2}|\d{4}))?|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}|(?:0?[1-9]|1[0-2])/[3-9]\d|'\d{2}|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})$",
+            r"^(?:(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12][0-9]|3[01])(?:/(?:\d{2}|\d{4}))?|(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12][0-9]|3[01])-(?:\d{2}|\d{4})|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}|(?:0?[1-9]|1[0-2])/[3-9]\d|'\d{2}|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})$",
         )
         .ok()
     })
     .as_ref()
 }
 
-/// Step 6 of the decoding rules: drop spans without letters or digits; a DATE span without
-/// letters is replaced by its whitespace-delimited chunk if that chunk is a numeric date, and
-/// dropped otherwise (fragments of vitals such as `120/85`).
+/// Words that on their own never identify a place or an organisation ("the hospital", "OSH",
+/// "nursing home", "MICU"); sorted, for binary search. Same list as `training/predict.py`.
+const GENERIC_PLACE: &[&str] = &[
+    "a",
+    "an",
+    "and",
+    "at",
+    "bay",
+    "bed",
+    "cath",
+    "ccu",
+    "center",
+    "centre",
+    "clinic",
+    "csru",
+    "cvicu",
+    "department",
+    "dept",
+    "ed",
+    "er",
+    "ew",
+    "facility",
+    "floor",
+    "her",
+    "his",
+    "home",
+    "hosp",
+    "hospice",
+    "hospital",
+    "hospitals",
+    "house",
+    "icu",
+    "in",
+    "lab",
+    "labs",
+    "micu",
+    "nicu",
+    "nsicu",
+    "nursing",
+    "of",
+    "office",
+    "or",
+    "osh",
+    "other",
+    "our",
+    "outside",
+    "pacu",
+    "pharmacy",
+    "picu",
+    "rehab",
+    "rehabilitation",
+    "room",
+    "same",
+    "service",
+    "shelter",
+    "sicu",
+    "that",
+    "the",
+    "their",
+    "this",
+    "to",
+    "tsicu",
+    "unit",
+    "vicu",
+    "ward",
+];
+
+/// Whether a LOCATION or ORGANIZATION fragment is made only of generic words.
+fn generic_place(fragment: &str) -> bool {
+    let mut words = fragment
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .peekable();
+    words.peek().is_some()
+        && words.all(|w| {
+            GENERIC_PLACE
+                .binary_search(&w.to_lowercase().as_str())
+                .is_ok()
+        })
+}
+
+/// Step 6 of the decoding rules: drop spans without letters or digits, and place or
+/// organisation spans made only of generic words; a DATE span without letters is replaced by
+/// its whitespace-delimited chunk if that chunk is a numeric date, and dropped otherwise
+/// (fragments of vitals such as `120/85`, ranges such as `12-15`).
 fn span_rules(text: &str, f: Finding) -> Option<Finding> {
     let fragment = text.get(f.start..f.end)?;
     if !fragment.chars().any(char::is_alphanumeric) {
+        return None;
+    }
+    if matches!(f.entity, EntityType::Location | EntityType::Organization)
+        && generic_place(fragment)
+    {
         return None;
     }
     if f.entity != EntityType::Date || fragment.chars().any(char::is_alphabetic) {
@@ -720,6 +807,38 @@ mod tests {
         assert_eq!(date("rate 10:30", "30"), None);
         assert_eq!(date("on March 3", "March 3").as_deref(), Some("March 3"));
         assert_eq!(date("Café 3/4 ü", "3/4").as_deref(), Some("3/4"));
+        assert_eq!(date("RR 12-15, sats ok", "12-15"), None);
+        assert_eq!(
+            date("on 12-15-2019.", "12-15").as_deref(),
+            Some("12-15-2019")
+        );
+        assert_eq!(date("AVR 8/88, MVR", "8/88").as_deref(), Some("8/88"));
+    }
+
+    fn place(text: &str, needle: &str) -> Option<String> {
+        let start = text.find(needle)?;
+        let f = Finding {
+            start,
+            end: start + needle.len(),
+            entity: EntityType::Location,
+            score: 0.9,
+            recognizer: "classifier",
+        };
+        span_rules(text, f).map(|f| text[f.start..f.end].to_owned())
+    }
+
+    #[test]
+    fn generic_places_are_dropped_named_ones_kept() {
+        let text = "from the hospital to OSH, then Nursing Home; now at St. Agnes Hospital, MICU 4";
+        assert_eq!(place(text, "the hospital"), None);
+        assert_eq!(place(text, "OSH"), None);
+        assert_eq!(place(text, "Nursing Home"), None);
+        assert_eq!(place(text, "MICU 4"), None);
+        assert_eq!(
+            place(text, "St. Agnes Hospital").as_deref(),
+            Some("St. Agnes Hospital")
+        );
+        assert!(GENERIC_PLACE.windows(2).all(|w| w[0] < w[1]), "sorted");
     }
 
     #[test]
