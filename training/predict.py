@@ -30,6 +30,8 @@ Decoding (see models/README.md, "Decoding rules"):
     is widened to its whitespace-delimited chunk (minus leading ([{" and trailing .,;:!?)]}") and
     kept only if that chunk is a numeric date (NUMERIC_DATE: m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy,
     m/yy with yy > 31, 'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
+ 7. Propagation: the text of a multi-word PERSON span, and each of its words of 4+ letters, is a PERSON
+    wherever else it occurs in the text (case-insensitive, word boundaries, not overlapping a PERSON span).
 """
 import argparse, json, os, re, sys, time
 
@@ -93,6 +95,32 @@ def postprocess(text, span):
             s += 1
         span = dict(span, start=s, end=e)
     return span
+
+
+def propagate_names(text, spans):
+    """Step 7: a multi-word PERSON span's text, and each of its words of 4+ letters, is a name
+    wherever else it occurs (case-insensitive, word boundaries), with the span's score."""
+    names = {}
+    for s in spans:
+        if s["label"] != "PERSON":
+            continue
+        frag = text[s["start"]:s["end"]]
+        if len(frag.split()) < 2:
+            continue
+        for n in [frag] + [w for w in re.split(r"[^\w]|[\d_]", frag) if len(w) >= 4]:
+            names.setdefault(n.lower(), s["score"])
+    if not names:
+        return []
+    order = sorted(names, key=lambda n: (-len(n.encode("utf-8")), n))[:64]
+    rx = re.compile(r"(?i)\b(?:" + "|".join(re.escape(n) for n in order) + r")\b")
+    out = []
+    for m in rx.finditer(text):
+        if any(s["label"] == "PERSON" and s["start"] < m.end() and m.start() < s["end"] for s in spans):
+            continue
+        score = names.get(m.group(0).lower())
+        if score is not None:
+            out.append({"start": m.start(), "end": m.end(), "label": "PERSON", "score": score})
+    return out
 
 
 class Classifier:
@@ -240,6 +268,8 @@ class Classifier:
             span = postprocess(text, span) if text is not None else span
             if span:
                 out.append(span)
+        if text is not None:
+            out += propagate_names(text, out)
         return out
 
     def predict(self, texts, batch=16):

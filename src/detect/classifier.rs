@@ -316,11 +316,14 @@ impl Classifier {
             .map(|(t, e)| t.min(*e))
             .collect();
         let words = self.words(enc.get_word_ids(), enc.get_offsets(), &probs);
-        Ok(self
+        let mut found: Vec<Finding> = self
             .decode(text, &words, &thresholds, &lows)
             .into_iter()
             .filter_map(|f| span_rules(text, f))
-            .collect())
+            .collect();
+        let more = propagate_names(text, &found);
+        found.extend(more);
+        Ok(found)
     }
 
     /// Window ranges over `n` pieces: starts at 0, `stride`, …, and a last window ending at `n`.
@@ -581,6 +584,62 @@ fn decode(text: &str, words: &[Word], thresholds: &[f32], lows: &[f32]) -> Vec<R
     out
 }
 
+/// Step 7 of the decoding rules: a name the model found as a multi-word PERSON span ("Elizabeth
+/// Hanson") is a name wherever else it occurs in the text, whole or as one of its words of four
+/// letters or more ("Hanson"), matched case-insensitively on word boundaries. The copies get the
+/// score of the span they come from.
+fn propagate_names(text: &str, found: &[Finding]) -> Vec<Finding> {
+    const MAX_NAMES: usize = 64;
+    let mut names: Vec<(String, f32)> = Vec::new();
+    for f in found.iter().filter(|f| f.entity == EntityType::Person) {
+        let Some(span) = text.get(f.start..f.end) else {
+            continue;
+        };
+        if span.split_whitespace().nth(1).is_none() {
+            continue;
+        }
+        names.push((span.to_lowercase(), f.score));
+        for word in span.split(|c: char| !c.is_alphabetic()) {
+            if word.chars().count() >= 4 {
+                names.push((word.to_lowercase(), f.score));
+            }
+        }
+    }
+    if names.is_empty() {
+        return Vec::new();
+    }
+    // Longest first, so the alternation prefers the whole name to one of its words.
+    names.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    names.dedup_by(|a, b| a.0 == b.0);
+    names.truncate(MAX_NAMES);
+    let pattern = names
+        .iter()
+        .map(|(n, _)| regex::escape(n))
+        .collect::<Vec<_>>()
+        .join("|");
+    let Ok(re) = regex::Regex::new(&format!(r"(?i)\b(?:{pattern})\b")) else {
+        return Vec::new();
+    };
+    re.find_iter(text)
+        .filter(|m| {
+            !found
+                .iter()
+                .any(|f| f.entity == EntityType::Person && f.start < m.end() && m.start() < f.end)
+        })
+        .filter_map(|m| {
+            let lower = m.as_str().to_lowercase();
+            let score = names.iter().find(|(n, _)| *n == lower)?.1;
+            Some(Finding {
+                start: m.start(),
+                end: m.end(),
+                entity: EntityType::Person,
+                score,
+                recognizer: "classifier",
+            })
+        })
+        .collect()
+}
+
 /// A numeric date, matched against a whole whitespace-delimited chunk.
 fn numeric_date() -> Option<&'static regex::Regex> {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
@@ -825,6 +884,24 @@ mod tests {
             recognizer: "classifier",
         };
         span_rules(text, f).map(|f| text[f.start..f.end].to_owned())
+    }
+
+    #[test]
+    fn multi_word_names_propagate_to_their_other_occurrences() {
+        let text = "Elizabeth Hanson > Flightaware > ELIZABETH HANSON; Hanson's note. Hansonville";
+        let person = |start: usize, end: usize| Finding {
+            start,
+            end,
+            entity: EntityType::Person,
+            score: 0.9,
+            recognizer: "classifier",
+        };
+        let more = propagate_names(text, &[person(0, 16)]);
+        let got: Vec<&str> = more.iter().map(|f| &text[f.start..f.end]).collect();
+        assert_eq!(got, ["ELIZABETH HANSON", "Hanson"]);
+        // A single-word span does not propagate (too many names are also words).
+        let text = "Dr. Brown saw her; brown sputum";
+        assert!(propagate_names(text, &[person(4, 9)]).is_empty());
     }
 
     #[test]
