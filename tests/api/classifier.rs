@@ -43,15 +43,7 @@ async fn clean_clinical_question_is_not_flagged() {
     assert_eq!(resp.headers()["x-veil-action"], "allow");
     assert_eq!(resp.status(), 200);
     assert_eq!(veil.mock.hits(), 1);
-    let ready: Value = veil
-        .client
-        .get(veil.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = veil.readyz().await;
     assert_eq!(ready["classifier"]["status"], "ready", "{ready}");
     assert!(
         ready["classifier"]["model"]
@@ -122,15 +114,7 @@ async fn corrupt_classifier_refuses_to_start_or_keeps_everything_local() {
     assert_eq!(veil.mock.hits(), 0);
     let rows = veil.wait_rows(2).await;
     assert!(rows[0].body.contains("classifier_unavailable"));
-    let ready: Value = veil
-        .client
-        .get(veil.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = veil.readyz().await;
     assert_eq!(ready["classifier"]["status"], "unavailable", "{ready}");
     assert!(
         ready["classifier"]["reason"]

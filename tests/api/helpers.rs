@@ -444,6 +444,18 @@ pub async fn local_lock() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 impl Veil {
+    /// The `/readyz` body.
+    pub async fn readyz(&self) -> serde_json::Value {
+        self.client
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Waits until the local model is ready or failed.
     pub async fn local_ready(&self) -> veil::route::local::LocalStatus {
         let state = &self.running.as_ref().expect("running").state;
