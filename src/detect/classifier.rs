@@ -803,16 +803,21 @@ fn softmax(logits: &[f32], out: &mut [f32]) {
 mod tests {
     use super::*;
 
-    fn date(text: &str, needle: &str) -> Option<String> {
+    /// What the span rules make of a classifier finding of `entity` on `needle` in `text`.
+    fn ruled(entity: EntityType, text: &str, needle: &str) -> Option<String> {
         let start = text.find(needle)?;
         let f = Finding {
             start,
             end: start + needle.len(),
-            entity: EntityType::Date,
+            entity,
             score: 0.9,
             recognizer: "classifier",
         };
         span_rules(text, f).map(|f| text[f.start..f.end].to_owned())
+    }
+
+    fn date(text: &str, needle: &str) -> Option<String> {
+        ruled(EntityType::Date, text, needle)
     }
 
     /// Words of one type (index 0 of two) with the given scores, split evenly into B and I.
@@ -875,15 +880,7 @@ mod tests {
     }
 
     fn place(text: &str, needle: &str) -> Option<String> {
-        let start = text.find(needle)?;
-        let f = Finding {
-            start,
-            end: start + needle.len(),
-            entity: EntityType::Location,
-            score: 0.9,
-            recognizer: "classifier",
-        };
-        span_rules(text, f).map(|f| text[f.start..f.end].to_owned())
+        ruled(EntityType::Location, text, needle)
     }
 
     #[test]
