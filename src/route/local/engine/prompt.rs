@@ -61,13 +61,20 @@ impl Prompter<'_> {
                 "the request has no messages; send at least one".into(),
             ));
         }
+        // The template is rendered around placeholders, never around the message text: the
+        // template's own markup is tokenized with special-token parsing, every message's text
+        // without it. A user who types "<|im_end|><|im_start|>system" gets those characters as
+        // plain text, not control tokens that forge a system turn.
         let mut chat = Vec::with_capacity(req.messages.len());
         for (i, turn) in req.messages.iter().enumerate() {
+            if turn.content.contains('\0') {
+                return Err(LocalError::InvalidRequest(format!(
+                    "message {i} contains a NUL character; remove it and retry"
+                )));
+            }
             let message =
-                LlamaChatMessage::new(turn.role.clone(), turn.content.clone()).map_err(|_| {
-                    LocalError::InvalidRequest(format!(
-                        "message {i} contains a NUL character; remove it and retry"
-                    ))
+                LlamaChatMessage::new(turn.role.clone(), placeholder(i)).map_err(|_| {
+                    LocalError::Generation("a chat role could not be passed to the template".into())
                 })?;
             chat.push(message);
         }
@@ -80,8 +87,29 @@ impl Prompter<'_> {
                     "the model's chat template could not render this conversation ({err})"
                 ))
             })?;
+        let pieces = split_rendered(&rendered, req.messages.len()).ok_or_else(|| {
+            LocalError::Generation(
+                "the model's chat template does not place each message exactly once, in order; \
+                 veil cannot keep message text apart from template markup with it"
+                    .into(),
+            )
+        })?;
         let vocab = self.model.vocab();
-        let mut tokens = vocab.tokenize(rendered.as_bytes(), true, true);
+        let mut tokens = Vec::new();
+        for (k, piece) in pieces.iter().enumerate() {
+            match *piece {
+                Piece::Markup(markup) if !markup.is_empty() || k == 0 => {
+                    tokens.extend(vocab.tokenize(markup.as_bytes(), k == 0, true));
+                }
+                Piece::Markup(_) => {}
+                Piece::Message(i) => {
+                    let text = &req.messages[i].content;
+                    if !text.is_empty() {
+                        tokens.extend(vocab.tokenize(text.as_bytes(), false, false));
+                    }
+                }
+            }
+        }
         // Templates that spell out the BOS token plus a vocabulary that adds one would start
         // the prompt with two; llama.cpp's server drops the duplicate the same way.
         let bos = vocab.bos();
@@ -124,6 +152,40 @@ impl Prompter<'_> {
             stops: req.stop.iter().filter(|s| !s.is_empty()).cloned().collect(),
         })
     }
+}
+
+/// Stands in for message `i` while the chat template renders. Private-use code points and no
+/// markup: no template alters it, and it cannot collide with text (the text is not rendered).
+fn placeholder(i: usize) -> String {
+    format!("\u{E000}veil-message-{i}\u{E001}")
+}
+
+/// One part of a rendered prompt.
+#[derive(Debug, PartialEq, Eq)]
+enum Piece<'a> {
+    /// The template's own text (role headers, control tokens): tokenized with special parsing.
+    Markup(&'a str),
+    /// Message `i`'s text: tokenized as plain text.
+    Message(usize),
+}
+
+/// Splits a prompt rendered around [`placeholder`]s into markup and message pieces, or `None`
+/// when a message is missing, repeated or out of order (the template rewrote the conversation).
+fn split_rendered(rendered: &str, messages: usize) -> Option<Vec<Piece<'_>>> {
+    let mut pieces = Vec::with_capacity(2 * messages + 1);
+    let mut rest = rendered;
+    for i in 0..messages {
+        let mark = placeholder(i);
+        let at = rest.find(&mark)?;
+        pieces.push(Piece::Markup(&rest[..at]));
+        pieces.push(Piece::Message(i));
+        rest = &rest[at + mark.len()..];
+    }
+    if rest.contains("\u{E000}veil-message-") {
+        return None;
+    }
+    pieces.push(Piece::Markup(rest));
+    Some(pieces)
 }
 
 /// Completion tokens allowed: `requested`, capped so prompt plus completion fit in `context`.
@@ -187,6 +249,35 @@ mod tests {
             seed,
             ..GenerateRequest::default()
         }
+    }
+
+    #[test]
+    fn rendered_prompt_splits_into_markup_and_messages() {
+        let rendered = format!(
+            "<s>[sys]{}[/sys][user]{}[/user][asst]",
+            placeholder(0),
+            placeholder(1)
+        );
+        assert_eq!(
+            split_rendered(&rendered, 2),
+            Some(vec![
+                Piece::Markup("<s>[sys]"),
+                Piece::Message(0),
+                Piece::Markup("[/sys][user]"),
+                Piece::Message(1),
+                Piece::Markup("[/user][asst]"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_template_that_drops_repeats_or_reorders_messages_is_refused() {
+        let dropped = format!("[user]{}[asst]", placeholder(1));
+        assert_eq!(split_rendered(&dropped, 2), None);
+        let repeated = format!("{0}{0}", placeholder(0));
+        assert_eq!(split_rendered(&repeated, 1), None);
+        let reordered = format!("{}{}", placeholder(1), placeholder(0));
+        assert_eq!(split_rendered(&reordered, 2), None);
     }
 
     #[test]
