@@ -495,6 +495,17 @@ HARD_NEG = ["MAE", "aline", "A-line", "NKDA", "PERRLA", "pearl", "EW", "ED", "ho
             "CXR", "KUB", "ABG", "NGT", "OGT", "PEG", "PICC", "TLC", "IJ", "SC", "L", "R", "B", "Q", "X", "NEURO", "CV", "RESP",
             "GI", "GU", "ID", "ENDO", "HEME", "SKIN", "SOCIAL", "PLAN", "DISPO", "A/P", "ASSESS", "ACCESS", "LINES", "LABS",
             "MEDS", "ALLERGIES", "CODE", "FULL CODE", "VS", "T", "HR", "BP", "RR", "O2", "NC", "FM", "SVN", "MDI", "TF", "IVF"]
+# Departments, services and generic places: where a patient goes, but not PHI.
+SERVICES = ["cardiology", "nuclear med", "radiation therapy", "ortho service", "the med surg floor", "hospice care", "a funeral home",
+            "an assisted living facility", "a local hospital", "an outside hospital", "the OSH", "another institution", "psych",
+            "angio", "ultrasound", "IR", "the cath lab", "the OR", "PACU", "the floor", "rehab", "home with services", "a nursing home",
+            "the step-down unit", "telemetry", "dialysis", "the ED", "CT", "MRI", "endoscopy", "the GI lab", "EP lab", "neuro ICU",
+            "the pharmacy", "the blood bank", "security", "social work", "case management", "nutrition", "PT/OT", "transplant",
+            "the liver team", "the renal team", "the medicine team", "surgery", "anesthesia", "the chair", "bed", "the middle of bed"]
+SERVICE_SNIPPETS = ["transfer to {S} in am", "seen by {S}", "{S} consulted", "pt went to {S} for procedure", "d/c to {S} when stable",
+                    "returned from {S} at {V}", "plan: {S} tomorrow", "awaiting {S} eval", "family to go to {S}", "spoke with {S}",
+                    "came from {S}", "pt transferred to {S}", "{S} aware", "f/u with {S} as outpt", "d/w {S} team"]
+
 EPONYMS = ["Foley", "Swan", "Swan-Ganz", "Hickman", "Glasgow", "Babinski", "Trendelenburg", "Cheyne-Stokes", "Kussmaul",
            "Parkinson's", "Alzheimer's", "Crohn's", "Graves'", "Hodgkin's", "Addison's", "Cushing's", "Bell's palsy",
            "Guillain-Barre", "Hashimoto's", "Wernicke's", "Korsakoff", "Mallory-Weiss", "Whipple", "Nissen", "Roux-en-Y",
@@ -561,6 +572,36 @@ GENERAL = [
     "{PERSON} was last seen near {STREET} on {DATE}.", "The conference takes place in {CITY} from {DATE} to {DATE}.",
     "Dear {TITLE} {LAST},\n\nThank you for your letter of {DATE}.\n\nSincerely,\n{PERSON}",
     "Please update my address from {ADDR} to {ADDR}.", "{PERSON} says hi from {COUNTRY}!",
+    # names used as modifiers and possessives: the name is still PHI
+    "Did you finish reading the {LAST} novel?", "The {LAST} account is overdue again.", "Close the {LAST} case by {DAY}.",
+    "I prefer the {LAST} translation.", "We reviewed the {LAST} proposal at length.", "Team {LAST} won the hackathon.",
+    "The {LAST} family is moving to {CITY} in {MONTH}.", "{FIRST}'s laptop needs a new battery.", "Is {FIRST}'s flight on time?",
+    "The {LAST} deposition is scheduled for {DATE}.", "I'm a big fan of {PERSON}'s work.", "Have you seen the new {PERSON} film?",
+    "Add the {LAST} invoice to the {DAY} batch.", "File it under {LAST}, {FIRST}.", "The {LAST} estate sale is on {DATE}.",
+    "{PERSON}'s mother called twice.", "Forward {FIRST}'s CV to HR.", "What did {FIRST} think of the {LAST} quote?",
+    "according to {FIRST}, the shipment is late", "i think {FIRST} already paid", "tell {FIRST} i said thanks",
+    "ask {FIRST} or {FIRST} for the key", "{FIRST} and i are going to {CITY}", "me and {FIRST} went to {LOC} last {MONTH}",
+    "my coworker {FIRST} keeps taking credit for my work, how do i handle it?", "my son {FIRST} ({AGE}) has a fever of 39",
+    "how do I tell {FIRST} that I'm leaving {ORG}?", "Write a birthday message for {FIRST} from all of us at {ORG}.",
+    "{FIRST} {LAST} > {CITY} > {DATE}", "{PERSON} / {ORG} / {CITY}", "{PERSON} - {JOB} - {ORG}",
+    "user: {EMAIL}, display name: {PERSON}", "Owner: {PERSON} | Reviewer: {PERSON}",
+    # people as authors, artists, sources and founders: often a surname alone
+    "Have you been to a {PERSON} concert?", "I still prefer early {LAST}.", "The {LAST} version is better than the original.",
+    "The album was produced by {PERSON} in {YEAR}.", "a comedy directed by {PERSON} and starring {PERSON}",
+    "The film also features {PERSON}.", "I've been a huge {PERSON} fan since {YEAR}.", "Is there anything better than {LAST}'s second album?",
+    "\"We are not there yet,\" says {LAST}.", "\"It was a mistake,\" said {PERSON}, a {JOB} at {ORG}.",
+    "{LAST} told reporters on {DAY} that the deal was off.", "As commenter {PERSON} points out, the numbers don't add up.",
+    "According to {LAST}, the project is on track.", "{ORG} was founded by {LAST}, {LAST} and {LAST} in {YEAR}.",
+    "The founders, {FIRST}, {FIRST} and {FIRST}, met at {ORG}.", "{LAST} and {LAST} were the lead engineers.",
+    "The book by {PERSON} is about growing up in {CITY}.", "{LAST}'s theory was later disproved.",
+    "My grandmother was called {PERSON}.", "He was the assistant to {PERSON} for a year.", "She shouted at {FIRST}: \"Stop!\"",
+    "Police detained {PERSON} on {DATE}.", "{PERSON} has been nominated for the award.", "The debate between {LAST} and {LAST} went on for hours.",
+    # places in short statements
+    "We moved here from {CITY}.", "I'm originally from {LOC}.", "I'm in {CITY} for a conference.", "{COUNTRY} was great to visit!",
+    "Our team in {CITY} will handle it.", "The flight to {CITY} was cancelled.", "She lives in {CITY} now.", "greetings from {CITY}!",
+    "The plant in {CITY}, {COUNTRY} closes in {MONTH}.", "The band's home town {CITY} celebrated.", "He grew up near {LOC}.",
+    "Is it cold in {CITY} in {MONTH}?", "Where: {LOC}", "where: {HOSP}", "We're relocating the office to {CITY}.",
+    "Please send it to {STREET} instead.", "The office is at {STREET}.", "Enter on {STREET}, the side door.",
 ]
 
 # Sentences with no PII at all, including words that look like names, technical tokens.
@@ -631,6 +672,141 @@ def general_example():
     return fill(t.replace("{w}", w).replace("{W}", w.capitalize()), case)
 
 
+SPEAKER_ROLES = ["Agent", "Customer", "User", "Assistant", "Bot", "Q", "A", "Nurse", "Doctor", "Interviewer", "Host",
+                 "Caller", "Support", "Me", "Moderator", "Rep", "Operator", "Patient", "Pharmacist", "Admin", "Teacher",
+                 "Student", "Manager", "Guest", "Speaker 1", "Speaker 2", "Client", "Coach", "Therapist", "Tech"]
+CHAT_LINES = [
+    "Hey, did you get the file?", "yes, sending it now", "Sounds good.", "lol ok", "Can you call {FIRST} about the invoice?",
+    "I'll be in {CITY} next week.", "Thanks {FIRST}!", "Where are you now?", "Still at the office.", "Give me five minutes.",
+    "Did {FIRST} reply?", "Not yet, I'll ping {FIRST} again.", "What time is the meeting?", "It moved to {DAY}.",
+    "I'm flying to {CITY} on {DATE}.", "Can you send me the address?", "It's {STREET}.", "Great, see you there.",
+    "How was the trip to {LOC}?", "Amazing, {FIRST} loved it.", "My sister {FIRST} says hi.", "Tell {FIRST} I said hello.",
+    "Who's handling the {LAST} account now?", "{FIRST} took it over in {MONTH}.", "I need the report by {DATE}.",
+    "Ok, I'll ask {PERSON}.", "Is this {FIRST}?", "Yes, speaking.", "Hi {FIRST}, this is {FIRST} from {ORG}.",
+    "How can I help you today?", "I can't log in to my account.", "Can you confirm your full name?", "{PERSON}.",
+    "And your date of birth?", "{DATE}.", "Thank you, {FIRST}. One moment please.", "What's your zip code?",
+    "I moved, my new address is {ADDR}.", "Got it, updated.", "Anything else?", "No, that's all. Thanks!",
+    "Did you watch the game?", "No, I was at {FIRST}'s place.", "Let's meet at {LOC}.", "Is {FIRST} coming?",
+    "What do you think about {TECH}?", "The build is failing again.", "Try restarting the {TECH} service.",
+    "How is your mom doing?", "Better, she's home from {HOSP} since {DATE}.", "Can you remind me what {DRUG} is for?",
+]
+
+
+def dialogue():
+    """Chat transcripts, call logs and meeting minutes: speaker names at line starts, often first names only."""
+    d = Doc()
+    k = R.randint(2, 3)
+    speakers = []
+    for _ in range(k):
+        r = R.random()
+        if r < 0.45:
+            speakers.append((first_name(), "PERSON"))
+        elif r < 0.65:
+            speakers.append((f"{first_name()} {last_name()}", "PERSON"))
+        elif r < 0.72:
+            speakers.append((f"{first_name()} {initial()}.", "PERSON"))
+        else:
+            speakers.append((R.choice(SPEAKER_ROLES), None))
+    fmt = R.choice(["{s}: ", "{s}: ", "[{t}] {s}: ", "<{s}> ", "{s} ({t}): ", "{s} said: ", "**{s}**: ", "{s} - ", "{s} > "])
+    for i in range(R.randint(2, 7)):
+        name, lab = speakers[i % k] if R.random() < 0.8 else R.choice(speakers)
+        pre, post = fmt.split("{s}")
+        t = f"{R.randint(0, 23):02d}:{R.randint(0, 59):02d}"
+        d.add(pre.replace("{t}", t))
+        d.add(name, lab)
+        d.add(post.replace("{t}", t))
+        line = fill(R.choice(CHAT_LINES) if R.random() < 0.7 else R.choice(GENERAL + NEGATIVE))
+        last = 0
+        for s in line["spans"]:
+            d.add(line["text"][last:s["start"]])
+            d.add(line["text"][s["start"]:s["end"]], s["label"])
+            last = s["end"]
+        d.add(line["text"][last:])
+        d.add("\n" if R.random() < 0.85 else " ")
+    return d.build("keep" if R.random() < 0.7 else R.choice(["lower", "lower", "upper"]))
+
+
+BIO_SENTENCES = [
+    "{N} grew up in {CITY}.", "After school {P} moved to {CITY} to work for {ORG}.", "In {YEAR}, {N} joined {ORG} as a {JOB}.",
+    "{N} married {PERSON} in {YEAR}.", "{P} lives on {STREET} with two cats.", "{N}'s brother {FIRST} still lives in {LOC}.",
+    "Friends describe {N} as quiet and kind.", "{N} was diagnosed with diabetes in {YEAR}.", "{P} has been a patient of Dr. {LAST} since {YEAR}.",
+    "On {DATE}, {N} was admitted to {HOSP}.", "{N} enjoys hiking and reading.", "Last {MONTH}, {N} travelled to {COUNTRY}.",
+    "{N} can be reached through {FIRST}, a neighbour.", "The next appointment for {N} is on {DATE}.", "{P} retired in {YEAR}.",
+]
+
+
+def narrative():
+    """Short third-person stories and bios that mention the same person several times."""
+    d = Doc()
+    fn, ln = first_name(), last_name()
+    he = R.choice(["he", "she", "they"])
+    sents = R.sample(BIO_SENTENCES, R.randint(2, 5))
+    for j, s in enumerate(sents):
+        pos = 0
+        for m in re.finditer(r"\{(\w+)\}", s):
+            d.add(s[pos:m.start()])
+            k = m.group(1)
+            if k == "N":
+                v = R.choice([fn, fn, f"{fn} {ln}", ln, f"Mr. {ln}" if he == "he" else f"Ms. {ln}"])
+                if v.startswith(("Mr. ", "Ms. ")):
+                    d.add(v[:4]); d.add(v[4:], "PERSON")
+                else:
+                    d.add(v, "PERSON")
+            elif k == "P":
+                d.add(he.capitalize() if m.start() == 0 else he)
+            else:
+                v, lab = SLOTS[k]()
+                d.add(v, lab)
+            pos = m.end()
+        d.add(s[pos:] + " ")
+    return d.build("keep" if R.random() < 0.85 else "lower")
+
+
+def address_block():
+    """A postal block, one part per line: name, maybe a company, street, unit, town, country and code."""
+    d = Doc()
+    f = fk(latin_only=R.random() < 0.9)
+    d.add(person_full() if R.random() < 0.8 else f"{R.choice(TITLES)} {last_name()}", "PERSON")
+    d.add("\n")
+    if R.random() < 0.4:
+        d.add(organization(), "ORGANIZATION"); d.add("\n")
+    if R.random() < 0.3:
+        d.add(safe(lambda: FAKERS["en_US"].job(), "Manager") + "\n")
+    sep = R.choice(["\n", "\n", ", ", " "])
+    street = street_address()
+    unit = R.choice(["", "", f"Apt. {R.randint(1, 999)}", f"Suite {R.randint(1, 999):03d}", f"Unit {R.randint(1, 99)}", f"Floor {R.randint(1, 30)}"])
+    town = safe(lambda: f.city(), "Springfield")
+    code = safe(lambda: f.postcode(), str(R.randint(10000, 99999)))
+    parts = [street] + ([unit] if unit else [])
+    tail = [town] + ([state()] if R.random() < 0.3 else []) + [f"{country()} {code}" if R.random() < 0.5 else code]
+    if R.random() < 0.6:
+        d.add(sep.join(parts + tail), "ADDRESS")
+    else:
+        d.add(sep.join(parts), "ADDRESS")
+        for t in tail:
+            d.add(sep)
+            d.add(t, "LOCATION" if not t[:1].isdigit() else "ADDRESS")
+    if R.random() < 0.5:
+        d.add("\n" + R.choice(["Tel: ", "Mobile: ", "Office: ", "", "P: "]) + phone())
+    return d.build("keep" if R.random() < 0.8 else R.choice(["upper", "lower"]))
+
+
+def quote_lines(ex):
+    """Prefix every line, as a quoted e-mail reply or a pasted block would ("> ", ">", "| ")."""
+    mark = R.choice(["> ", ">", "> ", "| ", "  ", "\t", ">> ", "- "])
+    text, out, shift, spans = ex["text"], [], [], []
+    add = 0
+    for i, ch in enumerate(text):
+        if i == 0 or text[i - 1] == "\n":
+            out.append(mark); add += len(mark)
+        shift.append(add)
+        out.append(ch)
+    shift.append(add)
+    for s in ex["spans"]:
+        spans.append({"start": s["start"] + shift[s["start"]], "end": s["end"] + shift[s["end"] - 1], "label": s["label"]})
+    return {"text": "".join(out), "spans": spans}
+
+
 def email_doc():
     d = Doc()
     fn, ln = first_name(), last_name()
@@ -674,7 +850,7 @@ def table_doc():
            "email": lambda: (email(), None), "phone": lambda: (phone(), None), "company": lambda: (organization(), "ORGANIZATION"),
            "address": lambda: (street_address(), "ADDRESS"), "amount": lambda: (f"{R.randint(1, 5000)}.{R.randint(0, 99):02d}", None),
            "status": lambda: (R.choice(["open", "closed", "pending", "paid", "active"]), None), "country": lambda: (country(), "LOCATION")}
-    sep = R.choice([", ", "\t", " | ", ";"])
+    sep = R.choice([", ", "\t", " | ", ";", " > ", " / ", " - ", " :: ", " -> ", "; ", ","])
     for _ in range(R.randint(2, 6)):
         for i, c in enumerate(cols):
             if i:
@@ -835,7 +1011,8 @@ def fill_clin(t, d):
         if k == "V":
             d.add(vit())
         elif k == "DRUG":
-            d.add(R.choice(DRUGS))
+            drug = R.choice(DRUGS)
+            d.add(typo(drug) if R.random() < 0.15 else drug)
         elif k == "P":
             d.add(R.choice(CLIN["PLAN"]).replace("{V}", vit()))
         elif k == "YY":
@@ -868,8 +1045,10 @@ def clinical_note(phi):
     style = R.random()
     header = R.choice(["", "NPN 7p-7a\n", "Nursing Progress Note\n", "RESP CARE\n", "CCU NPN:\n", "MICU NURSING NOTE\n",
                        "Nursing Note 0700-1900\n", "Respiratory Care Note: ", "NURSING ADMIT NOTE\n", "Addendum: ", "Neonatology\n",
-                       "Pt is a {AGE} y/o {SEX} adm with {DX}.\n"])
-    header = header.replace("{AGE}", str(R.randint(18, 95))).replace("{SEX}", R.choice(["M", "F", "male", "female", "gentleman", "woman"])).replace(
+                       "Pt is a {AGE} y/o {SEX} adm with {DX}.\n", "{AGE} y.o. {SEX} admitted with {DX}.\n",
+                       "{AGE} yo {SEX} s/p {DX}\n", "{AGE} YEAR OLD {SEX} ADMITTED IN TRANSFER FOR {DX}.\n",
+                       "HPI: {AGE} y.o. {SEX} w/ {DX}, "])
+    header = header.replace("{AGE}", str(R.randint(18, 95))).replace("{SEX}", R.choice(["M", "F", "male", "female", "gentleman", "woman", "man", "lady", "FEMALE", "MALE", "pt"])).replace(
         "{DX}", R.choice(["CHF exacerbation", "sepsis", "GIB", "PNA", "s/p CABG x3", "NSTEMI", "COPD flare", "ICH", "DKA", "resp failure"]))
     d.add(header)
     n_sec = R.randint(1, 8)
@@ -884,15 +1063,17 @@ def clinical_note(phi):
                 fill_clin(R.choice(PHI_SNIPPETS), d)
                 phi_budget -= 1
             else:
-                t = R.choice(CLIN[s]) if R.random() < 0.6 else R.choice(NARRATIVE)
+                t = R.choice(CLIN[s]) if R.random() < 0.55 else R.choice(NARRATIVE)
+                if R.random() < 0.1:
+                    t = R.choice(SERVICE_SNIPPETS).replace("{S}", R.choice(SERVICES))
                 if R.random() < 0.12:
                     t = t + " " + R.choice(EPONYMS) + R.choice([" in place", " intact", " d/c'd", " changed", "", " draining"])
                 if R.random() < 0.35:
                     t = t + R.choice([", ", " ", ". ", "; "]) + R.choice(ABBR + HARD_NEG) + " " + vit()
                 if R.random() < 0.2:
                     t = R.choice(HARD_NEG + ABBR) + " " + t
-                if R.random() < 0.25:
-                    t = typos(t, 0.15)
+                if R.random() < 0.3:
+                    t = typos(t, 0.2)
                 fill_clin(t, d)
             d.add(R.choice([", ", ". ", "; ", ".  ", " ", ",", "\n"]) if j < k - 1 else R.choice([".", "", ". ", "\n", " \n"]))
     while phi_budget:
@@ -936,15 +1117,28 @@ def short_clinical(phi):
 # --------------------------------------------------------------------------------------
 
 def example():
+    ex = example_inner()
+    if R.random() < 0.06 and "\n" in ex["text"]:
+        ex = quote_lines(ex)
+    return ex
+
+
+def example_inner():
     r = R.random()
     if r < 0.30:
         return clinical_note(phi=R.random() < 0.5)
     if r < 0.40:
         return short_clinical(phi=R.random() < 0.5)
-    if r < 0.80:
+    if r < 0.68:
         return general_example()
-    if r < 0.92:
+    if r < 0.75:
+        return dialogue()
+    if r < 0.80:
+        return narrative()
+    if r < 0.89:
         return email_doc()
+    if r < 0.93:
+        return address_block()
     return table_doc()
 
 
