@@ -97,6 +97,27 @@ def postprocess(text, span):
     return span
 
 
+def drop_lone_initials(text, spans):
+    """Step 6c: a PERSON span with a single letter or digit ("G." of "G.U.", "r.", "a." of "a.m.")
+    is dropped unless another PERSON span lies next to it, with at most three spaces, dots,
+    commas or hyphens between ("D." before "Phyl")."""
+    def near(s, o):
+        if o["start"] >= s["end"]:
+            gap = text[s["end"]:o["start"]]
+        elif s["start"] >= o["end"]:
+            gap = text[o["end"]:s["start"]]
+        else:
+            return False
+        return len(gap) <= 3 and all(c.isspace() or c in ".,-" for c in gap)
+
+    def keep(s):
+        if s["label"] != "PERSON" or sum(c.isalnum() for c in text[s["start"]:s["end"]]) != 1:
+            return True
+        return any(o is not s and o["label"] == "PERSON" and near(s, o) for o in spans)
+
+    return [s for s in spans if keep(s)]
+
+
 def propagate_names(text, spans):
     """Step 7: a multi-word PERSON span's text, and each of its words of 4+ letters, is a name
     wherever else it occurs (case-insensitive, word boundaries), with the span's score."""
@@ -269,6 +290,7 @@ class Classifier:
             if span:
                 out.append(span)
         if text is not None:
+            out = drop_lone_initials(text, out)
             out += propagate_names(text, out)
         return out
 

@@ -321,6 +321,7 @@ impl Classifier {
             .into_iter()
             .filter_map(|f| span_rules(text, f))
             .collect();
+        drop_lone_initials(text, &mut found);
         let more = propagate_names(text, &found);
         found.extend(more);
         Ok(found)
@@ -640,6 +641,44 @@ fn propagate_names(text: &str, found: &[Finding]) -> Vec<Finding> {
         .collect()
 }
 
+/// Step 6c of the decoding rules: a PERSON span with a single letter or digit ("G." of "G.U.",
+/// "a." of "a.m.", "r.") is dropped unless another PERSON span lies next to it, with at most
+/// three spaces, dots, commas or hyphens between ("D." before "Phyl"). An initial alone
+/// identifies nobody; abbreviations with dots are the usual source of these spans.
+fn drop_lone_initials(text: &str, found: &mut Vec<Finding>) {
+    let is_person = |f: &Finding| f.entity == EntityType::Person;
+    let lone = |f: &Finding| {
+        text.get(f.start..f.end)
+            .is_some_and(|s| s.chars().filter(|c| c.is_alphanumeric()).count() == 1)
+    };
+    let near = |a: &Finding, b: &Finding| {
+        let gap = if b.start >= a.end {
+            text.get(a.end..b.start)
+        } else if a.start >= b.end {
+            text.get(b.end..a.start)
+        } else {
+            None
+        };
+        gap.is_some_and(|g| {
+            g.chars().count() <= 3 && g.chars().all(|c| c.is_whitespace() || ".,-".contains(c))
+        })
+    };
+    let drop: Vec<bool> = found
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            is_person(f)
+                && lone(f)
+                && !found
+                    .iter()
+                    .enumerate()
+                    .any(|(j, o)| j != i && is_person(o) && near(f, o))
+        })
+        .collect();
+    let mut flags = drop.into_iter();
+    found.retain(|_| !flags.next().unwrap_or(false));
+}
+
 /// A numeric date, matched against a whole whitespace-delimited chunk.
 fn numeric_date() -> Option<&'static regex::Regex> {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
@@ -913,6 +952,28 @@ mod tests {
             Some("St. Agnes Hospital")
         );
         assert!(GENERIC_PLACE.windows(2).all(|w| w[0] < w[1]), "sorted");
+    }
+
+    #[test]
+    fn lone_initials_are_dropped_unless_next_to_a_name() {
+        let text = "G.U.: ok. D. Phyl here. r. stable. Dan A. Forman";
+        let person = |needle: &str| {
+            let start = text.find(needle).unwrap();
+            Finding {
+                start,
+                end: start + needle.len(),
+                entity: EntityType::Person,
+                score: 0.9,
+                recognizer: "classifier",
+            }
+        };
+        let mut found: Vec<Finding> = ["G.", "D.", "Phyl", "r.", "A.", "Dan", "Forman"]
+            .into_iter()
+            .map(person)
+            .collect();
+        drop_lone_initials(text, &mut found);
+        let kept: Vec<&str> = found.iter().map(|f| &text[f.start..f.end]).collect();
+        assert_eq!(kept, ["D.", "Phyl", "A.", "Dan", "Forman"]);
     }
 
     #[test]
