@@ -48,7 +48,7 @@ NUMERIC_DATE = re.compile(
     r"|(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12][0-9]|3[01])-(?:\d{2}|\d{4})"               # m-d-yy, m-d-yyyy (m-d alone is a range)
     r"|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}"                                           # m/yyyy
     r"|(?:0?[1-9]|1[0-2])/[3-9]\d"                                                      # m/yy (yy > 31)
-    r"|'\d{2}|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})")                                    # '92, 1992, ISO
+    r"|'\d{2}|\d{2}'|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})")                             # '92, 92', 1992, ISO
 # Words that on their own never identify a place or an organisation ("the hospital", "OSH",
 # "nursing home", "MICU"): a LOCATION or ORGANIZATION span made only of these is dropped.
 GENERIC_PLACE = frozenset("""
@@ -57,6 +57,7 @@ hospital hospitals home house nursing rehab rehabilitation facility clinic cente
 ward lab labs room bay bed office department dept service er ed ew or pacu icu micu sicu ccu csru
 tsicu nicu picu cvicu vicu nsicu osh cath hosp hospice shelter pharmacy
 """.split())
+CHUNK_BOUND = "()[]{},;"
 CHUNK_STRIP_LEFT = "([{\"“‘"
 CHUNK_STRIP_RIGHT = ".,;:!?)]}\"”’"
 
@@ -66,10 +67,11 @@ def postprocess(text, span):
 
     a. A span with no letter or digit is dropped; a LOCATION or ORGANIZATION span whose words
        (runs of letters) are all in GENERIC_PLACE is dropped.
-    b. A DATE span without any letter is checked against its chunk: the maximal run of
-       non-whitespace characters around it, minus leading ([{" and trailing .,;:!?)]}" characters.
-       If the chunk is a numeric date (m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy, 'yy, 19xx/20xx, ISO)
-       the span becomes the chunk (without a leading apostrophe); otherwise the span is dropped.
+    b. A DATE span without any letter is checked against its chunk: the maximal run around it of
+       characters other than whitespace and ()[]{},; , minus leading ([{" and trailing .,;:!?)]}"
+       characters. If the chunk is a numeric date (m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy, 'yy,
+       yy', 19xx/20xx, ISO) the span becomes the chunk (without its apostrophe); otherwise the span
+       is dropped.
     """
     a, b = span["start"], span["end"]
     frag = text[a:b]
@@ -81,9 +83,9 @@ def postprocess(text, span):
             return None
     if span["label"] == "DATE" and not any(c.isalpha() for c in frag):
         s, e = a, b
-        while s > 0 and not text[s - 1].isspace():
+        while s > 0 and not text[s - 1].isspace() and text[s - 1] not in CHUNK_BOUND:
             s -= 1
-        while e < len(text) and not text[e].isspace():
+        while e < len(text) and not text[e].isspace() and text[e] not in CHUNK_BOUND:
             e += 1
         while s < e and text[s] in CHUNK_STRIP_LEFT:
             s += 1
@@ -93,6 +95,8 @@ def postprocess(text, span):
             return None
         if text[s] == "'":
             s += 1
+        elif text[e - 1] == "'":
+            e -= 1
         span = dict(span, start=s, end=e)
     return span
 

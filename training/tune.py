@@ -4,9 +4,13 @@
 usage: tune.py --model ../models/classifier --labels runs/x/labels.json --gold A.jsonl --gold B.jsonl
                --fpr-set physionet --max-fpr 0.10 --version veil-ner-minilm-L3-int8-v1
 
-Dev data is used only to choose thresholds (never for training). Objective: the mean char F2 over
-the gold files, with a penalty when the document false-positive rate of the --fpr-set file exceeds
---max-fpr (ordinary notes must stay silent). Coordinate search over a grid, two rounds.
+Dev data is used only to choose thresholds (never for training). Scored is what veil reports:
+with --patterns PRED.jsonl (one per --gold, in order; `veil scan --jsonl` output with the
+classifier off) the pattern findings are added to the classifier's before scoring, so thresholds
+are chosen for the combined output. Objective: mean over the gold files of char F2 minus entity
+leak rate, minus penalties when char precision falls below --min-precision and when the document
+false-positive rate of the --fpr-set file exceeds --max-fpr (ordinary notes must stay silent).
+Coordinate search over a grid, two rounds, then the hysteresis thresholds.
 """
 import argparse, hashlib, json, os, sys
 
@@ -53,6 +57,8 @@ def main():
     ap.add_argument("--gold", action="append", required=True)
     ap.add_argument("--fpr-set", default="physionet")
     ap.add_argument("--max-fpr", type=float, default=0.10)
+    ap.add_argument("--min-precision", type=float, default=0.80)
+    ap.add_argument("--patterns", action="append", default=[], help="veil scan --jsonl output per --gold (classifier off)")
     ap.add_argument("--max-seq-len", type=int, default=128)
     ap.add_argument("--stride", type=int, default=96)
     ap.add_argument("--version", default="veil-ner-minilm-L3-int8-v1")
@@ -63,27 +69,36 @@ def main():
     types = [l[2:] for l in labels if l.startswith("B-")]
     man = {"labels": labels, "max_seq_len": a.max_seq_len, "stride": a.stride, "thresholds": {t: 0.5 for t in types}}
     clf = Classifier(a.model, 2, manifest=man)
+    if a.patterns and len(a.patterns) != len(a.gold):
+        sys.exit("--patterns must be given once per --gold, in the same order")
     sets = []
-    for g in a.gold:
+    for i, g in enumerate(a.gold):
         recs = [json.loads(l) for l in open(g, encoding="utf-8")]
         words = clf.predict([r["text"] for r in recs])
-        sets.append((g, recs, words))
+        pats = {}
+        if a.patterns:
+            for line in open(a.patterns[i], encoding="utf-8"):
+                p = json.loads(line)
+                pats[p["id"]] = [x for x in p["spans"] if x.get("recognizer") != "classifier"]
+        sets.append((g, recs, words, pats))
         print(f"inferred {g}", file=sys.stderr)
 
     def evaluate(th, ext=None):
         res = {}
-        for g, recs, words in sets:
-            preds = {r["id"]: clf.decode(w, th, text=r["text"], extend=ext or {}) for r, w in zip(recs, words)}
+        for g, recs, words, pats in sets:
+            preds = {r["id"]: clf.decode(w, th, text=r["text"], extend=ext or {}) + pats.get(r["id"], [])
+                     for r, w in zip(recs, words)}
             res[g] = score(recs, preds)
         return res
 
     def objective(res):
-        f2 = sum(r["char_f2"] for r in res.values()) / len(res)
+        gain = sum(r["char_f2"] - r["entity_leak_rate"] for r in res.values()) / len(res)
         pen = 0.0
         for g, r in res.items():
+            pen += 2 * max(0.0, a.min_precision - r["char_precision"])
             if a.fpr_set in os.path.basename(g) and r["doc_fpr"] > a.max_fpr:
                 pen += 3 * (r["doc_fpr"] - a.max_fpr)
-        return f2 - pen
+        return gain - pen
 
     th = {t: 0.5 for t in types}
     fixed = {k: float(v) for k, v in (x.split("=") for x in a.fixed)}

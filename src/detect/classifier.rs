@@ -684,7 +684,7 @@ fn numeric_date() -> Option<&'static regex::Regex> {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
     RE.get_or_init(|| {
         regex::Regex::new(
-            r"^(?:(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12][0-9]|3[01])(?:/(?:\d{2}|\d{4}))?|(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12][0-9]|3[01])-(?:\d{2}|\d{4})|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}|(?:0?[1-9]|1[0-2])/[3-9]\d|'\d{2}|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})$",
+            r"^(?:(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12][0-9]|3[01])(?:/(?:\d{2}|\d{4}))?|(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12][0-9]|3[01])-(?:\d{2}|\d{4})|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}|(?:0?[1-9]|1[0-2])/[3-9]\d|'\d{2}|\d{2}'|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})$",
         )
         .ok()
     })
@@ -774,8 +774,8 @@ fn generic_place(fragment: &str) -> bool {
 
 /// Step 6 of the decoding rules: drop spans without letters or digits, and place or
 /// organisation spans made only of generic words; a DATE span without letters is replaced by
-/// its whitespace-delimited chunk if that chunk is a numeric date, and dropped otherwise
-/// (fragments of vitals such as `120/85`, ranges such as `12-15`).
+/// its chunk (delimited by whitespace and `()[]{},;`) if that chunk is a numeric date, and
+/// dropped otherwise (fragments of vitals such as `120/85`, ranges such as `12-15`).
 fn span_rules(text: &str, f: Finding) -> Option<Finding> {
     let fragment = text.get(f.start..f.end)?;
     if !fragment.chars().any(char::is_alphanumeric) {
@@ -791,12 +791,13 @@ fn span_rules(text: &str, f: Finding) -> Option<Finding> {
     }
     let before = text.get(..f.start)?;
     let after = text.get(f.end..)?;
+    let bound = |c: char| c.is_whitespace() || "()[]{},;".contains(c);
     let mut start = before
         .char_indices()
         .rev()
-        .find(|(_, c)| c.is_whitespace())
+        .find(|(_, c)| bound(*c))
         .map_or(0, |(i, c)| i + c.len_utf8());
-    let mut end = f.end + after.find(char::is_whitespace).unwrap_or(after.len());
+    let mut end = f.end + after.find(bound).unwrap_or(after.len());
     while let Some(c) = text.get(start..end).and_then(|s| s.chars().next()) {
         if !"([{\"\u{201c}\u{2018}".contains(c) {
             break;
@@ -815,6 +816,8 @@ fn span_rules(text: &str, f: Finding) -> Option<Finding> {
     }
     if chunk.starts_with('\'') {
         start += 1;
+    } else if chunk.ends_with('\'') {
+        end -= 1;
     }
     Some(Finding { start, end, ..f })
 }
@@ -916,6 +919,14 @@ mod tests {
             Some("12-15-2019")
         );
         assert_eq!(date("AVR 8/88, MVR", "8/88").as_deref(), Some("8/88"));
+        // Chunks end at brackets and commas too; a two-digit year may carry a trailing apostrophe.
+        assert_eq!(date("cabg '95(lima to d1)", "95").as_deref(), Some("95"));
+        assert_eq!(
+            date("at 0000(10/15) will", "10/15").as_deref(),
+            Some("10/15")
+        );
+        assert_eq!(date("CVA 74'. OBESITY", "74").as_deref(), Some("74"));
+        assert_eq!(date("HR 70-90'S", "90"), None);
     }
 
     fn place(text: &str, needle: &str) -> Option<String> {
