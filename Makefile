@@ -50,8 +50,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-## make train-classifier: regenerate training data, fine-tune, export and evaluate the classifier.
-train-classifier:
+## make train-classifier: regenerate training data, fine-tune, export, choose thresholds with veil's
+## pattern findings, evaluate with veil scan.
+train-classifier: deps assets
 	training/run.sh
 
 clean-data:

@@ -8,11 +8,12 @@ Dev data is used only to choose thresholds (never for training). Scored is what 
 with --patterns PRED.jsonl (one per --gold, in order; `veil scan --jsonl` output with the
 classifier off) the pattern findings are added to the classifier's before scoring, so thresholds
 are chosen for the combined output. Objective: mean over the gold files of char F2 minus entity
-leak rate, minus penalties when char precision falls below --min-precision and when the document
+leak rate (times --leak-weight), minus penalties when char precision falls below --min-precision
+(times --precision-weight, 0 by default: recall first) and when the document
 false-positive rate of the --fpr-set file exceeds --max-fpr (ordinary notes must stay silent).
 Coordinate search over a grid, two rounds, then the hysteresis thresholds.
 """
-import argparse, hashlib, json, os, sys
+import argparse, hashlib, json, os, pickle, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from predict import Classifier  # noqa: E402
@@ -58,6 +59,9 @@ def main():
     ap.add_argument("--fpr-set", default="physionet")
     ap.add_argument("--max-fpr", type=float, default=0.10)
     ap.add_argument("--min-precision", type=float, default=0.80)
+    ap.add_argument("--cache", help="keep the model's word scores in CACHE.N.pkl to re-run the search without inference")
+    ap.add_argument("--precision-weight", type=float, default=0.0, help="penalty per point of precision below --min-precision")
+    ap.add_argument("--leak-weight", type=float, default=1.0, help="weight of the entity leak rate against char F2")
     ap.add_argument("--patterns", action="append", default=[], help="veil scan --jsonl output per --gold (classifier off)")
     ap.add_argument("--max-seq-len", type=int, default=128)
     ap.add_argument("--stride", type=int, default=96)
@@ -74,7 +78,15 @@ def main():
     sets = []
     for i, g in enumerate(a.gold):
         recs = [json.loads(l) for l in open(g, encoding="utf-8")]
-        words = clf.predict([r["text"] for r in recs])
+        cache = f"{a.cache}.{i}.pkl" if a.cache else None
+        if cache and os.path.exists(cache):
+            with open(cache, "rb") as f:
+                words = pickle.load(f)
+        else:
+            words = clf.predict([r["text"] for r in recs])
+            if cache:
+                with open(cache, "wb") as f:
+                    pickle.dump(words, f)
         pats = {}
         if a.patterns:
             for line in open(a.patterns[i], encoding="utf-8"):
@@ -92,10 +104,10 @@ def main():
         return res
 
     def objective(res):
-        gain = sum(r["char_f2"] - r["entity_leak_rate"] for r in res.values()) / len(res)
+        gain = sum(r["char_f2"] - a.leak_weight * r["entity_leak_rate"] for r in res.values()) / len(res)
         pen = 0.0
         for g, r in res.items():
-            pen += 2 * max(0.0, a.min_precision - r["char_precision"])
+            pen += a.precision_weight * max(0.0, a.min_precision - r["char_precision"])
             if a.fpr_set in os.path.basename(g) and r["doc_fpr"] > a.max_fpr:
                 pen += 3 * (r["doc_fpr"] - a.max_fpr)
         return gain - pen
