@@ -376,6 +376,15 @@ class Doc:
             self.parts.append((s, label))
         return self
 
+    def extend(self, ex):
+        """Appends a built example, keeping its spans."""
+        last = 0
+        for sp in ex["spans"]:
+            self.add(ex["text"][last:sp["start"]])
+            self.add(ex["text"][sp["start"]:sp["end"]], sp["label"])
+            last = sp["end"]
+        return self.add(ex["text"][last:])
+
     def build(self, case="keep"):
         text, spans, pos = [], [], 0
         for s, lab in self.parts:
@@ -720,12 +729,7 @@ def dialogue():
         d.add(name, lab)
         d.add(post.replace("{t}", t))
         line = fill(R.choice(CHAT_LINES) if R.random() < 0.7 else R.choice(GENERAL + NEGATIVE))
-        last = 0
-        for s in line["spans"]:
-            d.add(line["text"][last:s["start"]])
-            d.add(line["text"][s["start"]:s["end"]], s["label"])
-            last = s["end"]
-        d.add(line["text"][last:])
+        d.extend(line)
         d.add("\n" if R.random() < 0.85 else " ")
     return d.build("keep" if R.random() < 0.7 else R.choice(["lower", "lower", "upper"]))
 
@@ -825,12 +829,8 @@ def email_doc():
     d.add("\n\n")
     for _ in range(R.randint(1, 3)):
         sent = fill(R.choice(GENERAL + NEGATIVE))
-        last = 0
-        for s in sent["spans"]:
-            d.add(sent["text"][last:s["start"]])
-            d.add(sent["text"][s["start"]:s["end"]], s["label"])
-            last = s["end"]
-        d.add(sent["text"][last:] + " ")
+        d.extend(sent)
+        d.add(" ")
     d.add("\n\n" + R.choice(["Best,", "Thanks,", "Cheers,", "Regards,", "Kind regards,", "--", "Sent from my phone"]) + "\n")
     d.add(f"{fn} {ln}" if R.random() < 0.6 else fn, "PERSON")
     if R.random() < 0.6:
