@@ -103,7 +103,7 @@ impl Prompter<'_> {
                 }
                 Piece::Markup(_) => {}
                 Piece::Message(i) => {
-                    let text = &req.messages[i].content;
+                    let text = req.messages.get(i).map_or("", |m| m.content.as_str());
                     if !text.is_empty() {
                         tokens.extend(vocab.tokenize(text.as_bytes(), false, false));
                     }
