@@ -18,8 +18,11 @@ Decoding (see models/README.md, "Decoding rules"):
  4. Word probabilities = mean of its pieces' probability vectors. For each entity type X,
     s(X) = p(B-X) + p(I-X). The word's type is X* = argmax s(X); the word is an entity word if
     s(X*) >= threshold[X*], otherwise it is outside.
- 4a. Words inside a dotted abbreviation (DOTTED_ABBR: y.o., a.m., p.m., i.v., p.o., b.i.d., ...) get
+ 4a. Before step 4: (i) words inside a dotted abbreviation (DOTTED_ABBR: y.o., a.m., p.m., i.v., p.o., b.i.d., ...) get
     s(PERSON) = p(B-PERSON) = p(I-PERSON) = 0 before step 4: such abbreviations are never names.
+    (ii) then a word right after a title (TITLES: Dr, Mr, Mrs, Ms, Miss, Prof, ...;
+    optional ".", then spaces or tabs) whose s(PERSON) >= TITLE_MIN (0.1) gets p(B-PERSON) = 1,
+    p(I-PERSON) = 0: a title is strong evidence, so a weak name score after it suffices.
  4b. Hysteresis: a word that is not an entity word but whose type X* equals that of an adjacent entity
     word, with s(X*) >= extend[X*] (manifest [extend], default: the threshold itself) and no line break
     between the two, becomes an entity word; applied left to right, then right to left.
@@ -69,6 +72,29 @@ ortho orthopedics surg surgery surgical
 DOTTED_ABBR = re.compile(
     r"(?i)(?:y\.o|a\.m|p\.m|i\.v|i\.m|p\.o|b\.i\.d|t\.i\.d|q\.i\.d|q\.d|q\.h\.s|q\.h|p\.r\.n|n\.p\.o|e\.g|i\.e"
     r"|s\.p|h\.o|c\.o|r\.o|d\.c|f\.u|w\.u|s\.c|o\.d|o\.s|o\.u|a\.c|p\.c|h\.s|d\.o\.b|m\.d|r\.n)\.?")
+
+
+# Titles before a name ("Dr. Nieds", "MRS NICHOLSON", "dr. noone").
+TITLES = frozenset("dr dra mr mrs ms mx miss prof sr sra srta mme herr frau".split())
+TITLE_MIN = 0.1
+
+
+def after_title(text, start):
+    """Whether the word at `start` follows a title: spaces or tabs (at least one), before them an
+    optional ".", before that a TITLES word not preceded by a letter, digit, "_" or "."."""
+    j = start
+    while j > 0 and text[j - 1] in " \t":
+        j -= 1
+    if j == start:
+        return False
+    if j > 0 and text[j - 1] == ".":
+        j -= 1
+    e = j
+    while j > 0 and text[j - 1].isalpha():
+        j -= 1
+    if text[j:e].lower() not in TITLES:
+        return False
+    return not (j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_."))
 
 
 def dotted_abbreviations(text):
@@ -287,7 +313,7 @@ class Classifier:
         th = thresholds or self.thresholds
         ext = self.extend if extend is None else extend
         if text is not None and "PERSON" in self.types:
-            # step 4a: words inside a dotted abbreviation are never part of a name
+            # step 4a (i): words inside a dotted abbreviation are never part of a name
             abbr = dotted_abbreviations(text)
             if abbr:
                 k = self.types.index("PERSON")
@@ -299,6 +325,16 @@ class Classifier:
                         w = (w[0], w[1], s, pb, pi)
                     nw.append(w)
                 words = nw
+            # step 4a (ii): a word right after a title is a name when its PERSON score is >= TITLE_MIN
+            k = self.types.index("PERSON")
+            nw = []
+            for w in words:
+                if w[2][k] >= TITLE_MIN and after_title(text, w[0]):
+                    s, pb, pi = w[2].copy(), w[3].copy(), w[4].copy()
+                    s[k], pb[k], pi[k] = 1.0, 1.0, 0.0
+                    w = (w[0], w[1], s, pb, pi)
+                nw.append(w)
+            words = nw
         ks = [int(np.argmax(s)) for _, _, s, _, _ in words]
         sc = [float(w[2][k]) for w, k in zip(words, ks)]
         mark = [sc[j] >= th.get(self.types[k], 0.5) for j, k in enumerate(ks)]

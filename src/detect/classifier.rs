@@ -322,6 +322,7 @@ impl Classifier {
             .position(|t| t.entity == EntityType::Person)
         {
             no_names_in_abbreviations(text, &mut words, k);
+            names_after_titles(text, &mut words, k);
         }
         let mut found: Vec<Finding> = self
             .decode(text, &words, &thresholds, &lows)
@@ -699,7 +700,7 @@ fn dotted_abbreviation() -> Option<&'static regex::Regex> {
     .as_ref()
 }
 
-/// Step 4a of the decoding rules: words inside a dotted abbreviation (not preceded by a letter,
+/// Step 4a (i) of the decoding rules: words inside a dotted abbreviation (not preceded by a letter,
 /// digit, `_` or `.`, not followed by a letter, digit or `_`) get no PERSON score, so they never
 /// start or join a name.
 fn no_names_in_abbreviations(text: &str, words: &mut [Word], person: usize) {
@@ -725,6 +726,55 @@ fn no_names_in_abbreviations(text: &str, words: &mut [Word], person: usize) {
                 if let Some(v) = p.get_mut(person) {
                     *v = 0.0;
                 }
+            }
+        }
+    }
+}
+
+/// Titles before a name ("Dr. Nieds", "MRS NICHOLSON"); same list as `TITLES` in
+/// `training/predict.py`, sorted.
+const TITLES: &[&str] = &[
+    "dr", "dra", "frau", "herr", "miss", "mme", "mr", "mrs", "ms", "mx", "prof", "sr", "sra",
+    "srta",
+];
+
+/// The PERSON score from which a word right after a title is a name.
+const TITLE_MIN: f32 = 0.1;
+
+/// Whether the word starting at byte `start` follows a title: spaces or tabs (at least one),
+/// before them an optional `.`, before that a title not preceded by a letter, digit, `_` or `.`.
+fn after_title(text: &str, start: usize) -> bool {
+    let Some(before) = text.get(..start) else {
+        return false;
+    };
+    let trimmed = before.trim_end_matches([' ', '\t']);
+    if trimmed.len() == before.len() {
+        return false;
+    }
+    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    let head = trimmed.trim_end_matches(char::is_alphabetic);
+    let Some(title) = trimmed.get(head.len()..) else {
+        return false;
+    };
+    TITLES.binary_search(&title.to_lowercase().as_str()).is_ok()
+        && !head
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+}
+
+/// Step 4a (ii) of the decoding rules: a word right after a title with a PERSON score of at
+/// least `TITLE_MIN` becomes a confident name word (`p(B-PERSON) = 1`, `p(I-PERSON) = 0`).
+fn names_after_titles(text: &str, words: &mut [Word], person: usize) {
+    for w in words {
+        let score =
+            w.pb.get(person).copied().unwrap_or(0.0) + w.pi.get(person).copied().unwrap_or(0.0);
+        if score >= TITLE_MIN && after_title(text, w.start) {
+            if let Some(b) = w.pb.get_mut(person) {
+                *b = 1.0;
+            }
+            if let Some(i) = w.pi.get_mut(person) {
+                *i = 0.0;
             }
         }
     }
@@ -1067,6 +1117,32 @@ mod tests {
             place(text, "Johns Hopkins cardiology").as_deref(),
             Some("Johns Hopkins cardiology")
         );
+    }
+
+    #[test]
+    fn a_weak_name_after_a_title_is_a_name() {
+        let person_spans = |text: &str, scores: &[f32]| {
+            let mut w = words(text, scores);
+            names_after_titles(text, &mut w, 0);
+            decode(text, &w, &[0.8, 0.8], &[0.8, 0.8])
+                .into_iter()
+                .map(|(a, b, ..)| text[a..b].to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            person_spans("seen by Dr. Nieds today", &[0.0, 0.0, 0.0, 0.3, 0.0]),
+            ["Nieds"]
+        );
+        assert_eq!(
+            person_spans("TELL MRS\tNICHOLSON", &[0.0, 0.0, 0.2]),
+            ["NICHOLSON"]
+        );
+        // Below TITLE_MIN the title does not help ("Dr. aware"), nor does a title inside a word,
+        // nor a title on the line above.
+        assert!(person_spans("Dr. aware", &[0.0, 0.05]).is_empty());
+        assert!(person_spans("cdr. Nieds", &[0.0, 0.3]).is_empty());
+        assert!(person_spans("Dr.\nNieds", &[0.0, 0.3]).is_empty());
+        assert!(after_title("ok Mr. ", 7) && after_title("Prof x", 5) && !after_title("Mr.x", 3));
     }
 
     #[test]
