@@ -1122,7 +1122,7 @@ def short_clinical(phi):
 
 # --------------------------------------------------------------------------------------
 # Public sentence templates: presidio-evaluator's templates.txt (MIT, PyPI wheel
-# presidio-evaluator==0.3.2; run.sh fetches it, nothing is committed). Its {{placeholders}} are filled
+# presidio-evaluator==0.3.2; run.sh fetches it when PUBLIC_TEMPLATES=1, nothing is committed). Its {{placeholders}} are filled
 # with this file's generators. Every fifth template (line number divisible by 5) is held out and
 # never used, so records built from those templates measure generalization (template_split.py).
 
