@@ -23,6 +23,9 @@ Decoding (see models/README.md, "Decoding rules"):
     (ii) then a word right after a title (TITLES: Dr, Mr, Mrs, Ms, Miss, Prof, ...;
     optional ".", then spaces or tabs) whose s(PERSON) >= TITLE_MIN (0.1) gets p(B-PERSON) = 1,
     p(I-PERSON) = 0: a title is strong evidence, so a weak name score after it suffices.
+    (iii) likewise a word right after a relation (RELATIONS: son, dtr, wife, ...; one to three
+    spaces, tabs, commas, hyphens or colons between) whose s(PERSON) >= RELATION_MIN (0.3) and which
+    is not in COMMON_WORDS.
  4b. Hysteresis: a word that is not an entity word but whose type X* equals that of an adjacent entity
     word, with s(X*) >= extend[X*] (manifest [extend], default: the threshold itself) and no line break
     between the two, becomes an entity word; applied left to right, then right to left.
@@ -93,6 +96,35 @@ def after_title(text, start):
     while j > 0 and text[j - 1].isalpha():
         j -= 1
     if text[j:e].lower() not in TITLES:
+        return False
+    return not (j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_."))
+
+
+# Family and care relations before a name ("dtr suzette", "Son, Ed,", "GRAND DAUGHTER-LUCI"), and
+# common words that are never taken for that name ("brother just turned", "son called").
+RELATIONS = frozenset("""son sons daughter daughters dtr dau wife husband hus sister sisters brother brothers sis bro
+mother father mom dad niece nephew grandson granddaughter grandaughter friend fiance fiancee partner spouse aunt
+uncle cousin neighbor hcp proxy""".split())
+COMMON_WORDS = frozenset("""a an the and or but if then so just also still now not no yes is are was were be been has
+have had will would can could should may might must do does did to of in on at by for with from up down out over
+about into who what when where which that this these those he she they we you i it his her their our your my me him
+them us called visited came went left says said aware updated present here there home today tonight yesterday
+tomorrow very well all any some one two three""".split())
+RELATION_MIN = 0.3
+
+
+def after_relation(text, start):
+    """Whether the word at `start` follows a RELATIONS word with one to three spaces, tabs, commas,
+    hyphens or colons between, the relation not preceded by a letter, digit, "_" or "."."""
+    j = start
+    while j > 0 and text[j - 1] in " \t,-:":
+        j -= 1
+    if not 1 <= start - j <= 3:
+        return False
+    e = j
+    while j > 0 and text[j - 1].isalpha():
+        j -= 1
+    if text[j:e].lower() not in RELATIONS:
         return False
     return not (j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_."))
 
@@ -325,11 +357,14 @@ class Classifier:
                         w = (w[0], w[1], s, pb, pi)
                     nw.append(w)
                 words = nw
-            # step 4a (ii): a word right after a title is a name when its PERSON score is >= TITLE_MIN
+            # step 4a (ii): a word right after a title is a name when its PERSON score is >= TITLE_MIN;
+            # (iii) one right after a relation, when its score is >= RELATION_MIN and it is no common word
             k = self.types.index("PERSON")
             nw = []
             for w in words:
-                if w[2][k] >= TITLE_MIN and after_title(text, w[0]):
+                if (w[2][k] >= TITLE_MIN and after_title(text, w[0])) or (
+                        w[2][k] >= RELATION_MIN and text[w[0]:w[1]].lower() not in COMMON_WORDS
+                        and after_relation(text, w[0])):
                     s, pb, pi = w[2].copy(), w[3].copy(), w[4].copy()
                     s[k], pb[k], pi[k] = 1.0, 1.0, 0.0
                     w = (w[0], w[1], s, pb, pi)

@@ -763,13 +763,196 @@ fn after_title(text: &str, start: usize) -> bool {
             .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
 }
 
-/// Step 4a (ii) of the decoding rules: a word right after a title with a PERSON score of at
-/// least `TITLE_MIN` becomes a confident name word (`p(B-PERSON) = 1`, `p(I-PERSON) = 0`).
+/// Family and care relations before a name ("dtr suzette", "Son, Ed,"); same list as
+/// `RELATIONS` in `training/predict.py`, sorted.
+const RELATIONS: &[&str] = &[
+    "aunt",
+    "bro",
+    "brother",
+    "brothers",
+    "cousin",
+    "dad",
+    "dau",
+    "daughter",
+    "daughters",
+    "dtr",
+    "father",
+    "fiance",
+    "fiancee",
+    "friend",
+    "grandaughter",
+    "granddaughter",
+    "grandson",
+    "hcp",
+    "hus",
+    "husband",
+    "mom",
+    "mother",
+    "neighbor",
+    "nephew",
+    "niece",
+    "partner",
+    "proxy",
+    "sis",
+    "sister",
+    "sisters",
+    "son",
+    "sons",
+    "spouse",
+    "uncle",
+    "wife",
+];
+
+/// Common words never taken for a name after a relation ("brother just turned", "son called");
+/// same list as `COMMON_WORDS` in `training/predict.py`, sorted.
+const COMMON_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "all",
+    "also",
+    "an",
+    "and",
+    "any",
+    "are",
+    "at",
+    "aware",
+    "be",
+    "been",
+    "but",
+    "by",
+    "called",
+    "came",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "down",
+    "for",
+    "from",
+    "had",
+    "has",
+    "have",
+    "he",
+    "her",
+    "here",
+    "him",
+    "his",
+    "home",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "just",
+    "left",
+    "may",
+    "me",
+    "might",
+    "must",
+    "my",
+    "no",
+    "not",
+    "now",
+    "of",
+    "on",
+    "one",
+    "or",
+    "our",
+    "out",
+    "over",
+    "present",
+    "said",
+    "says",
+    "she",
+    "should",
+    "so",
+    "some",
+    "still",
+    "that",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "three",
+    "to",
+    "today",
+    "tomorrow",
+    "tonight",
+    "two",
+    "up",
+    "updated",
+    "us",
+    "very",
+    "visited",
+    "was",
+    "we",
+    "well",
+    "went",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "who",
+    "will",
+    "with",
+    "would",
+    "yes",
+    "yesterday",
+    "you",
+    "your",
+];
+
+/// The PERSON score from which a word right after a relation is a name.
+const RELATION_MIN: f32 = 0.3;
+
+/// Whether the word starting at byte `start` follows a relation with one to three spaces, tabs,
+/// commas, hyphens or colons between, the relation not preceded by a letter, digit, `_` or `.`.
+fn after_relation(text: &str, start: usize) -> bool {
+    let Some(before) = text.get(..start) else {
+        return false;
+    };
+    let trimmed = before.trim_end_matches([' ', '\t', ',', '-', ':']);
+    if !(1..=3).contains(&(before.len() - trimmed.len())) {
+        return false;
+    }
+    let head = trimmed.trim_end_matches(char::is_alphabetic);
+    let Some(relation) = trimmed.get(head.len()..) else {
+        return false;
+    };
+    RELATIONS
+        .binary_search(&relation.to_lowercase().as_str())
+        .is_ok()
+        && !head
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+}
+
+/// Step 4a (ii) and (iii) of the decoding rules: a word right after a title with a PERSON score
+/// of at least `TITLE_MIN`, or right after a relation with at least `RELATION_MIN` and not a
+/// common word, becomes a confident name word (`p(B-PERSON) = 1`, `p(I-PERSON) = 0`).
 fn names_after_titles(text: &str, words: &mut [Word], person: usize) {
     for w in words {
         let score =
             w.pb.get(person).copied().unwrap_or(0.0) + w.pi.get(person).copied().unwrap_or(0.0);
-        if score >= TITLE_MIN && after_title(text, w.start) {
+        let common = || {
+            text.get(w.start..w.end).is_none_or(|s| {
+                COMMON_WORDS
+                    .binary_search(&s.to_lowercase().as_str())
+                    .is_ok()
+            })
+        };
+        if (score >= TITLE_MIN && after_title(text, w.start))
+            || (score >= RELATION_MIN && !common() && after_relation(text, w.start))
+        {
             if let Some(b) = w.pb.get_mut(person) {
                 *b = 1.0;
             }
@@ -1143,6 +1326,20 @@ mod tests {
         assert!(person_spans("cdr. Nieds", &[0.0, 0.3]).is_empty());
         assert!(person_spans("Dr.\nNieds", &[0.0, 0.3]).is_empty());
         assert!(after_title("ok Mr. ", 7) && after_title("Prof x", 5) && !after_title("Mr.x", 3));
+        // Relations: a name needs RELATION_MIN and must not be a common word.
+        assert_eq!(
+            person_spans("dtr suzette in contact", &[0.0, 0.35, 0.0, 0.0]),
+            ["suzette"]
+        );
+        assert_eq!(
+            person_spans("Son, Ed, was updated", &[0.0, 0.4, 0.0, 0.0]),
+            ["Ed,"]
+        );
+        assert!(person_spans("my brother just turned", &[0.0, 0.0, 0.6, 0.0]).is_empty());
+        assert!(person_spans("dtr suzette", &[0.0, 0.2]).is_empty());
+        assert!(after_relation("GRAND DAUGHTER-", 15) && !after_relation("stepson ", 8));
+        assert!(RELATIONS.windows(2).all(|w| w[0] < w[1]));
+        assert!(COMMON_WORDS.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
