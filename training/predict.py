@@ -92,12 +92,18 @@ def after_title(text, start):
         return False
     if j > 0 and text[j - 1] == ".":
         j -= 1
-    e = j
+    return word_before(text, j) in TITLES
+
+
+def word_before(text, end):
+    """The letters run ending at `end`, lower-cased, or "" when it is preceded by a letter, digit,
+    "_" or "." (part of a longer token)."""
+    j = end
     while j > 0 and text[j - 1].isalpha():
         j -= 1
-    if text[j:e].lower() not in TITLES:
-        return False
-    return not (j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_."))
+    if j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_."):
+        return ""
+    return text[j:end].lower()
 
 
 # Family and care relations before a name ("dtr suzette", "Son, Ed,", "GRAND DAUGHTER-LUCI"), and
@@ -119,14 +125,7 @@ def after_relation(text, start):
     j = start
     while j > 0 and text[j - 1] in " \t,-:":
         j -= 1
-    if not 1 <= start - j <= 3:
-        return False
-    e = j
-    while j > 0 and text[j - 1].isalpha():
-        j -= 1
-    if text[j:e].lower() not in RELATIONS:
-        return False
-    return not (j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_."))
+    return 1 <= start - j <= 3 and word_before(text, j) in RELATIONS
 
 
 def dotted_abbreviations(text):

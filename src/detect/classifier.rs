@@ -752,15 +752,18 @@ fn after_title(text: &str, start: usize) -> bool {
         return false;
     }
     let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
-    let head = trimmed.trim_end_matches(char::is_alphabetic);
-    let Some(title) = trimmed.get(head.len()..) else {
-        return false;
-    };
-    TITLES.binary_search(&title.to_lowercase().as_str()).is_ok()
-        && !head
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    word_before(trimmed).is_some_and(|w| TITLES.binary_search(&w.as_str()).is_ok())
+}
+
+/// The run of letters `prefix` ends with, lower-cased; `None` when the run is preceded by a
+/// letter, digit, `_` or `.` (part of a longer token).
+fn word_before(prefix: &str) -> Option<String> {
+    let head = prefix.trim_end_matches(char::is_alphabetic);
+    let glued = head
+        .chars()
+        .next_back()
+        .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+    (!glued).then(|| prefix.get(head.len()..).unwrap_or_default().to_lowercase())
 }
 
 /// Family and care relations before a name ("dtr suzette", "Son, Ed,"); same list as
@@ -920,20 +923,8 @@ fn after_relation(text: &str, start: usize) -> bool {
         return false;
     };
     let trimmed = before.trim_end_matches([' ', '\t', ',', '-', ':']);
-    if !(1..=3).contains(&(before.len() - trimmed.len())) {
-        return false;
-    }
-    let head = trimmed.trim_end_matches(char::is_alphabetic);
-    let Some(relation) = trimmed.get(head.len()..) else {
-        return false;
-    };
-    RELATIONS
-        .binary_search(&relation.to_lowercase().as_str())
-        .is_ok()
-        && !head
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+    (1..=3).contains(&(before.len() - trimmed.len()))
+        && word_before(trimmed).is_some_and(|w| RELATIONS.binary_search(&w.as_str()).is_ok())
 }
 
 /// Step 4a (ii) and (iii) of the decoding rules: a word right after a title with a PERSON score
