@@ -322,7 +322,7 @@ impl Classifier {
             .position(|t| t.entity == EntityType::Person)
         {
             no_names_in_abbreviations(text, &mut words, k);
-            names_after_titles(text, &mut words, k);
+            names_after_cues(text, &mut words, k);
         }
         let mut found: Vec<Finding> = self
             .decode(text, &words, &thresholds, &lows)
@@ -691,13 +691,19 @@ fn drop_lone_initials(text: &str, found: &mut Vec<Finding>) {
 /// list as `DOTTED_ABBR` in `training/predict.py`.
 fn dotted_abbreviation() -> Option<&'static regex::Regex> {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
-    RE.get_or_init(|| {
-        regex::Regex::new(
-            r"(?i)(?:y\.o|a\.m|p\.m|i\.v|i\.m|p\.o|b\.i\.d|t\.i\.d|q\.i\.d|q\.d|q\.h\.s|q\.h|p\.r\.n|n\.p\.o|e\.g|i\.e|s\.p|h\.o|c\.o|r\.o|d\.c|f\.u|w\.u|s\.c|o\.d|o\.s|o\.u|a\.c|p\.c|h\.s|d\.o\.b|m\.d|r\.n)\.?",
-        )
-        .ok()
-    })
-    .as_ref()
+    compiled(
+        &RE,
+        r"(?i)(?:y\.o|a\.m|p\.m|i\.v|i\.m|p\.o|b\.i\.d|t\.i\.d|q\.i\.d|q\.d|q\.h\.s|q\.h|p\.r\.n|n\.p\.o|e\.g|i\.e|s\.p|h\.o|c\.o|r\.o|d\.c|f\.u|w\.u|s\.c|o\.d|o\.s|o\.u|a\.c|p\.c|h\.s|d\.o\.b|m\.d|r\.n)\.?",
+    )
+}
+
+/// A regex compiled once into `cell`; `None` if it does not compile (callers then skip the rule).
+fn compiled(
+    cell: &'static OnceLock<Option<regex::Regex>>,
+    pattern: &str,
+) -> Option<&'static regex::Regex> {
+    cell.get_or_init(|| regex::Regex::new(pattern).ok())
+        .as_ref()
 }
 
 /// Step 4a (i) of the decoding rules: words inside a dotted abbreviation (not preceded by a letter,
@@ -930,7 +936,7 @@ fn after_relation(text: &str, start: usize) -> bool {
 /// Step 4a (ii) and (iii) of the decoding rules: a word right after a title with a PERSON score
 /// of at least `TITLE_MIN`, or right after a relation with at least `RELATION_MIN` and not a
 /// common word, becomes a confident name word (`p(B-PERSON) = 1`, `p(I-PERSON) = 0`).
-fn names_after_titles(text: &str, words: &mut [Word], person: usize) {
+fn names_after_cues(text: &str, words: &mut [Word], person: usize) {
     for w in words {
         let score =
             w.pb.get(person).copied().unwrap_or(0.0) + w.pi.get(person).copied().unwrap_or(0.0);
@@ -957,17 +963,15 @@ fn names_after_titles(text: &str, words: &mut [Word], person: usize) {
 /// A numeric date, matched against a whole whitespace-delimited chunk.
 fn numeric_date() -> Option<&'static regex::Regex> {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
-    RE.get_or_init(|| {
-        regex::Regex::new(
-            r"^(?:(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12][0-9]|3[01])(?:/(?:\d{2}|\d{4}))?|(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12][0-9]|3[01])-(?:\d{2}|\d{4})|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}|(?:0?[1-9]|1[0-2])/[3-9]\d|'\d{2}|\d{2}'|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})$",
-        )
-        .ok()
-    })
-    .as_ref()
+    compiled(
+        &RE,
+        r"^(?:(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12][0-9]|3[01])(?:/(?:\d{2}|\d{4}))?|(?:0?[1-9]|1[0-2])-(?:0?[1-9]|[12][0-9]|3[01])-(?:\d{2}|\d{4})|(?:0?[1-9]|1[0-2])[/-](?:19|20)\d{2}|(?:0?[1-9]|1[0-2])/[3-9]\d|'\d{2}|\d{2}'|(?:19|20)\d{2}|\d{4}-\d{2}-\d{2})$",
+    )
 }
 
 /// Words that on their own never identify a place or an organisation ("the hospital", "OSH",
-/// "nursing home", "MICU", "nuclear med", "radiation therapy"); sorted, for binary search. Same list as `training/predict.py`.
+/// "nursing home", "MICU", "nuclear med", "radiation therapy"); sorted, for binary search. Same
+/// list as `training/predict.py`.
 const GENERIC_PLACE: &[&str] = &[
     "a",
     "an",
@@ -1297,7 +1301,7 @@ mod tests {
     fn a_weak_name_after_a_title_is_a_name() {
         let person_spans = |text: &str, scores: &[f32]| {
             let mut w = words(text, scores);
-            names_after_titles(text, &mut w, 0);
+            names_after_cues(text, &mut w, 0);
             decode(text, &w, &[0.8, 0.8], &[0.8, 0.8])
                 .into_iter()
                 .map(|(a, b, ..)| text[a..b].to_owned())
