@@ -34,7 +34,9 @@ Decoding (see models/README.md, "Decoding rules"):
     otherwise it closes any open span and opens a new one (so I- without B- simply starts a span).
     An outside word closes the open span. Span start = start offset of its first piece, end = end
     offset of its last piece; score = mean of s(X) over its words.
- 6. Span rules (postprocess): a span with no letter or digit is dropped; a DATE span with no letter
+ 6. Span rules (postprocess): a span with no letter or digit is dropped; a LOCATION or ORGANIZATION
+    span is dropped if every word is generic (GENERIC_PLACE), else cut to its named part (articles,
+    prepositions and possessives at either end removed: EDGE_WORDS); a DATE span with no letter
     is widened to its whitespace-delimited chunk (minus leading ([{" and trailing .,;:!?)]}") and
     kept only if that chunk is a numeric date (NUMERIC_DATE: m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy,
     m/yy with yy > 31, 'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
@@ -144,11 +146,39 @@ CHUNK_STRIP_LEFT = "([{\"“‘"
 CHUNK_STRIP_RIGHT = ".,;:!?)]}\"”’"
 
 
+# Words that are never the first or last word of a place's or organisation's name (a subset of
+# GENERIC_PLACE): a span that starts or ends with them is cut to what they enclose.
+EDGE_WORDS = frozenset("the a an other outside same this that our their his her of at in to and".split())
+
+
+def named_part(frag):
+    """The part of a LOCATION or ORGANIZATION fragment that names something, as (start, end) in
+    the fragment: all of it if it has no word (run of letters), None if every word is generic
+    (GENERIC_PLACE). Otherwise EDGE_WORDS at either end are cut off with what separates them from the rest,
+    so that the part starts or ends with a letter or digit where it was cut ("the Keeley house"
+    -> "Keeley house", "St. Agnes, the" -> "St. Agnes")."""
+    words = [m.span() for m in re.finditer(r"[^\W\d_]+", frag)]
+    if not words:
+        return 0, len(frag)
+    if all(frag[a:b].lower() in GENERIC_PLACE for a, b in words):
+        return None
+    inner = [i for i, (a, b) in enumerate(words) if frag[a:b].lower() not in EDGE_WORDS]
+    first, last = inner[0], inner[-1]
+    start, end = 0, len(frag)
+    if first > 0:
+        cut = words[first - 1][1]
+        start = next(i for i in range(cut, len(frag)) if frag[i].isalnum())
+    if last + 1 < len(words):
+        cut = words[last + 1][0]
+        end = next(i for i in range(cut - 1, -1, -1) if frag[i].isalnum()) + 1
+    return start, end
+
+
 def postprocess(text, span):
     """Span rules applied after BIO decoding (step 6 of the decoding rules).
 
-    a. A span with no letter or digit is dropped; a LOCATION or ORGANIZATION span whose words
-       (runs of letters) are all in GENERIC_PLACE is dropped.
+    a. A span with no letter or digit is dropped; a LOCATION or ORGANIZATION span keeps only its
+       named part (named_part) and is dropped if it has none.
     b. A DATE span without any letter is checked against its chunk: the maximal run around it of
        characters other than whitespace and ()[]{},; , minus leading ([{" and trailing .,;:!?)]}"
        characters. If the chunk is a numeric date (m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy, 'yy,
@@ -160,9 +190,8 @@ def postprocess(text, span):
     if not any(c.isalnum() for c in frag):
         return None
     if span["label"] in ("LOCATION", "ORGANIZATION"):
-        words = [w.lower() for w in re.findall(r"[^\W\d_]+", frag)]
-        if words and all(w in GENERIC_PLACE for w in words):
-            return None
+        core = named_part(frag)
+        return None if core is None else dict(span, start=a + core[0], end=a + core[1])
     if span["label"] == "DATE" and not any(c.isalpha() for c in frag):
         s, e = a, b
         while s > 0 and not text[s - 1].isspace() and text[s - 1] not in CHUNK_BOUND:

@@ -1082,22 +1082,64 @@ const GENERIC_PLACE: &[&str] = &[
     "ward",
 ];
 
-/// Whether a LOCATION or ORGANIZATION fragment is made only of generic words.
-fn generic_place(fragment: &str) -> bool {
-    let mut words = fragment
-        .split(|c: char| !c.is_alphabetic())
-        .filter(|w| !w.is_empty())
-        .peekable();
-    words.peek().is_some()
-        && words.all(|w| {
-            GENERIC_PLACE
-                .binary_search(&w.to_lowercase().as_str())
-                .is_ok()
-        })
+/// Words that are never the first or last word of a place's or organisation's name: a span
+/// that starts or ends with them ("the Keeley house", "Baltimore and") is cut to what they
+/// enclose. A subset of [`GENERIC_PLACE`]; sorted.
+const EDGE_WORDS: &[&str] = &[
+    "a", "an", "and", "at", "her", "his", "in", "of", "other", "our", "outside", "same", "that",
+    "the", "their", "this", "to",
+];
+
+fn listed(list: &[&str], word: &str) -> bool {
+    list.binary_search(&word.to_lowercase().as_str()).is_ok()
 }
 
-/// Step 6 of the decoding rules: drop spans without letters or digits, and place or
-/// organisation spans made only of generic words; a DATE span without letters is replaced by
+/// The part of a LOCATION or ORGANIZATION fragment that names something, as a byte range of the
+/// fragment: all of it if it has no word (run of letters), `None` if every word is generic
+/// ("the hospital", "MICU 4"). Otherwise [`EDGE_WORDS`] at either end are cut off with what separates
+/// them from the rest, so that the part starts or ends with a letter or digit where it was cut
+/// ("the Keeley house" → "Keeley house", "St. Agnes, the" → "St. Agnes").
+fn named_part(fragment: &str) -> Option<(usize, usize)> {
+    let mut words = Vec::new();
+    let mut open = None;
+    for (i, c) in fragment.char_indices().chain([(fragment.len(), ' ')]) {
+        match (c.is_alphabetic(), open) {
+            (true, None) => open = Some(i),
+            (false, Some(a)) => {
+                words.push((a, i));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    let word = |&(a, b): &(usize, usize)| fragment.get(a..b).unwrap_or_default();
+    if words.is_empty() {
+        return Some((0, fragment.len()));
+    }
+    if words.iter().all(|w| listed(GENERIC_PLACE, word(w))) {
+        return None;
+    }
+    let inner = |w: &(usize, usize)| !listed(EDGE_WORDS, word(w));
+    let first = words.iter().position(inner)?;
+    let last = words.iter().rposition(inner)?;
+    let (mut start, mut end) = (0, fragment.len());
+    if let Some(cut) = first.checked_sub(1).and_then(|i| words.get(i)) {
+        let rest = fragment.get(cut.1..)?;
+        start = cut.1 + rest.find(char::is_alphanumeric)?;
+    }
+    if let Some(cut) = words.get(last + 1) {
+        let rest = fragment.get(..cut.0)?;
+        let (at, c) = rest
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_alphanumeric())?;
+        end = at + c.len_utf8();
+    }
+    Some((start, end))
+}
+
+/// Step 6 of the decoding rules: drop spans without letters or digits; place and organisation
+/// spans are cut to their named part ([`named_part`]) and dropped without one; a DATE span without letters is replaced by
 /// its chunk (delimited by whitespace and `()[]{},;`) if that chunk is a numeric date, and
 /// dropped otherwise (fragments of vitals such as `120/85`, ranges such as `12-15`).
 fn span_rules(text: &str, f: Finding) -> Option<Finding> {
@@ -1105,10 +1147,13 @@ fn span_rules(text: &str, f: Finding) -> Option<Finding> {
     if !fragment.chars().any(char::is_alphanumeric) {
         return None;
     }
-    if matches!(f.entity, EntityType::Location | EntityType::Organization)
-        && generic_place(fragment)
-    {
-        return None;
+    if matches!(f.entity, EntityType::Location | EntityType::Organization) {
+        let (start, end) = named_part(fragment)?;
+        return Some(Finding {
+            start: f.start + start,
+            end: f.start + end,
+            ..f
+        });
     }
     if f.entity != EntityType::Date || fragment.chars().any(char::is_alphabetic) {
         return Some(f);
@@ -1287,6 +1332,29 @@ mod tests {
             Some("St. Agnes Hospital")
         );
         assert!(GENERIC_PLACE.windows(2).all(|w| w[0] < w[1]), "sorted");
+        assert!(EDGE_WORDS.windows(2).all(|w| w[0] < w[1]), "sorted");
+        assert!(EDGE_WORDS.iter().all(|w| GENERIC_PLACE.contains(w)));
+        // Articles, prepositions and possessives at the ends are not part of the name.
+        let text = "from the Keeley house to QUARTERMAIN 2 via Kessler-Adventist Hosp. and";
+        assert_eq!(
+            place(text, "the Keeley house").as_deref(),
+            Some("Keeley house")
+        );
+        assert_eq!(
+            place(text, "to QUARTERMAIN 2 via").as_deref(),
+            Some("QUARTERMAIN 2 via")
+        );
+        assert_eq!(
+            place(text, "Kessler-Adventist Hosp. and").as_deref(),
+            Some("Kessler-Adventist Hosp")
+        );
+        assert_eq!(place(text, "Hosp. and"), None);
+        assert_eq!(place(text, "2").as_deref(), Some("2"));
+        let text = "seen at the Clínica São José, in";
+        assert_eq!(
+            place(text, "the Clínica São José, in").as_deref(),
+            Some("Clínica São José")
+        );
         // Departments and services are where a patient goes, not who or where they are.
         let text = "sent to nuclear med, then radiation therapy; seen by Johns Hopkins cardiology";
         assert_eq!(place(text, "nuclear med"), None);

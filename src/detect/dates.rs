@@ -3,8 +3,9 @@
 //! and month-name dates (`March 3, 2021`, `3 Mar 2021`, `Jan 2019`).
 //!
 //! Invariants: a month name alone is never a date; a month/day without a year is reported at
-//! 0.55 (0.8 after a date word), and not at all next to a ratio, dose or vital-sign word, nor
-//! when it reads as a fraction or score (`1/2`, `5/5`, `4/10`) without a date word; machine
+//! 0.55 (0.8 after a date word), and not at all next to a ratio, dose or vital-sign word, after
+//! a number other than a 24-hour clock time (`2 1/2` is a fraction, `0330 3/7` a time stamp),
+//! nor when it reads as a fraction or score (`1/2`, `5/5`, `4/10`) without a date word; machine
 //! log timestamps are reported below the usual policy threshold.
 
 use std::ops::Range;
@@ -431,6 +432,17 @@ fn is_number_word(text: &str, range: Option<(usize, usize)>) -> bool {
     })
 }
 
+/// Whether the word at `range` is a four-digit 24-hour time (`0330`, `2300`; `2400` and
+/// `1275` are not).
+fn is_clock_time(text: &str, range: Option<(usize, usize)>) -> bool {
+    let Some(&[h1, h2, m1, m2]) = range.and_then(|(a, b)| text.as_bytes().get(a..b)) else {
+        return false;
+    };
+    [h1, h2, m1, m2].iter().all(u8::is_ascii_digit)
+        && (h1 - b'0') * 10 + (h2 - b'0') <= 23
+        && m1 <= b'5'
+}
+
 /// Classifies the words around a short date candidate at `span`. With `strict` false (a
 /// three-part date, which no measurement looks like), words before it cannot veto it.
 pub(crate) fn short_date_context(text: &str, span: Range<usize>, strict: bool) -> DateContext {
@@ -446,7 +458,10 @@ pub(crate) fn short_date_context(text: &str, span: Range<usize>, strict: bool) -
     }
     let before = prev_word(text, span.start, 3);
     let after = next_word(text, span.end, 2);
-    if (strict && (word_in(text, before, NOT_DATE_BEFORE) || is_number_word(text, before)))
+    // A number right before it makes a mixed fraction or a measurement (`2 1/2`), except a
+    // 24-hour clock time (`arrived at 0330 3/7`): that is how notes stamp an event.
+    let number_before = is_number_word(text, before) && !is_clock_time(text, before);
+    if (strict && (word_in(text, before, NOT_DATE_BEFORE) || number_before))
         || word_in(text, after, NOT_DATE_AFTER)
     {
         return DateContext::Negative;
@@ -792,6 +807,17 @@ mod tests {
         assert_eq!(dates("at 2000-04-16 11:34:35 ok"), ["2000-04-16 11:34:35"]);
         assert_eq!(dates("admitted on 7/22 with"), ["7/22"]);
         assert!(dates("2024-01-15T10:30:00Z INFO started").is_empty());
+    }
+
+    #[test]
+    fn a_clock_time_before_a_month_day_stamps_an_event() {
+        assert_eq!(dates("arrived to CCU at 2300 10/15. awake"), ["10/15"]);
+        assert_eq!(dates("Arrived at 0330 3/7. intubated"), ["3/7"]);
+        // Other numbers before it still make a fraction or a measurement; a clock time does
+        // not turn a fraction-like pair into a date.
+        assert!(dates("take 2 3/7 of it").is_empty());
+        assert!(dates("at 2460 10/15 units").is_empty());
+        assert!(dates("NS 1000 1/2 strength").is_empty());
     }
 
     #[test]
