@@ -144,7 +144,7 @@ fn an_entity_straddling_a_window_boundary_is_found_whole() {
 fn a_corrupt_model_is_refused() {
     let dir = model_dir();
     let tmp = tempfile::tempdir().unwrap();
-    for f in ["model.onnx", "tokenizer.json", "manifest.toml"] {
+    for f in ["model.onnx", "tokenizer.json", "manifest.toml", "drugs.txt"] {
         std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
     }
     let model = tmp.path().join("model.onnx");
@@ -163,4 +163,58 @@ fn a_corrupt_model_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
+
+    // The drug lexicon is checked too: a word slipped into it could silence a name.
+    std::fs::copy(
+        dir.join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let drugs = tmp.path().join("drugs.txt");
+    let mut text = std::fs::read_to_string(&drugs).unwrap();
+    text.push_str("smith\n");
+    std::fs::write(&drugs, text).unwrap();
+    let err = Classifier::load(&config(tmp.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("checksum mismatch") && err.contains("drugs.txt"),
+        "{err}"
+    );
+    std::fs::copy(dir.join("drugs.txt"), &drugs).unwrap();
+    Classifier::load(&config(tmp.path())).expect("restored files load");
+}
+
+#[test]
+fn drug_names_are_never_people_or_places() {
+    let text = "MEDS: LASIX---COUMADIN   ZOLOFT---AMIODARONE\nstarted milrinone, weaned vecuronium";
+    let drugs = ["COUMADIN", "ZOLOFT", "AMIODARONE", "vecuronium"];
+    let hits = |c: &Classifier| {
+        let found = c.detect(text, &BTreeMap::new()).unwrap();
+        drugs
+            .iter()
+            .filter(|d| {
+                [EntityType::Person, EntityType::Location]
+                    .iter()
+                    .any(|e| covered(text, &found, e, d))
+            })
+            .count()
+    };
+    // Without the lexicon this model reads some of these drugs as names or places (that is
+    // what the rule is for; if a new model stops doing so, pick a text where it still does).
+    let dir = model_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["model.onnx", "tokenizer.json"] {
+        std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    let without: String = manifest
+        .lines()
+        .filter(|l| !l.starts_with("drug_lexicon"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(tmp.path().join("manifest.toml"), without).unwrap();
+    let bare = Classifier::load(&config(tmp.path())).unwrap();
+    assert!(hits(&bare) > 0, "the example no longer exercises the rule");
+    assert_eq!(hits(&load()), 0);
 }

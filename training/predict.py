@@ -174,6 +174,21 @@ def named_part(frag):
     return start, end
 
 
+# Words after which a four-digit number is a time of day, not a year ("at 2000", "approx 2030").
+CLOCK_CUES = frozenset("about approx approximately aprox around at".split())
+
+
+def clock_stamp(text, start, chunk):
+    """Whether chunk (at start) is a 24-hour time 0000-2359 right after a clock cue (CLOCK_CUES, @ or ~)."""
+    if not re.fullmatch(r"[0-9]{4}", chunk) or int(chunk[:2]) > 23 or chunk[2] > "5":
+        return False
+    before = text[:start].rstrip()
+    if before.endswith(("@", "~")):
+        return True
+    m = re.search(r"([^\W\d_]*)$", before)
+    return m.group(1).lower() in CLOCK_CUES
+
+
 def postprocess(text, span):
     """Span rules applied after BIO decoding (step 6 of the decoding rules).
 
@@ -182,7 +197,8 @@ def postprocess(text, span):
     b. A DATE span without any letter is checked against its chunk: the maximal run around it of
        characters other than whitespace and ()[]{},; , minus leading ([{" and trailing .,;:!?)]}"
        characters. If the chunk is a numeric date (m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy, 'yy,
-       yy', 19xx/20xx, ISO) the span becomes the chunk (without its apostrophe); otherwise the span
+       yy', 19xx/20xx, ISO) and not a 24-hour time after a clock cue ("at 2000", "@2030", "approx
+       1415": clock_stamp), the span becomes the chunk (without its apostrophe); otherwise the span
        is dropped.
     """
     a, b = span["start"], span["end"]
@@ -202,7 +218,7 @@ def postprocess(text, span):
             s += 1
         while e > s and text[e - 1] in CHUNK_STRIP_RIGHT:
             e -= 1
-        if not NUMERIC_DATE.fullmatch(text[s:e]):
+        if not NUMERIC_DATE.fullmatch(text[s:e]) or clock_stamp(text, s, text[s:e]):
             return None
         if text[s] == "'":
             s += 1
@@ -259,6 +275,28 @@ def propagate_names(text, spans):
     return out
 
 
+def load_drugs(model_dir, man):
+    """The manifest's drug lexicon (drug_lexicon + drug_lexicon_sha256) as a set of lower-case words."""
+    f = man.get("drug_lexicon")
+    if not f:
+        return frozenset()
+    import hashlib
+    data = open(os.path.join(model_dir, f), "rb").read()
+    if hashlib.sha256(data).hexdigest() != man.get("drug_lexicon_sha256"):
+        sys.exit(f"{f}: checksum mismatch")
+    return frozenset(l.strip().lower() for l in data.decode("utf-8").splitlines()
+                     if l.strip() and not l.startswith("#"))
+
+
+def only_drug_names(text, span, drugs):
+    """Step 6 (after postprocess): a PERSON, LOCATION or ORGANIZATION span whose words (runs of
+    letters) are all drug names is dropped: a drug is never a person or a place."""
+    if not drugs or span["label"] not in ("PERSON", "LOCATION", "ORGANIZATION"):
+        return False
+    words = re.findall(r"[^\W\d_]+", text[span["start"]:span["end"]])
+    return bool(words) and all(w.lower() in drugs for w in words)
+
+
 class Classifier:
     def __init__(self, model_dir, threads=2, thresholds=None, manifest=None):
         import onnxruntime as ort
@@ -271,6 +309,7 @@ class Classifier:
         if thresholds:
             self.thresholds.update(thresholds)
         self.extend = dict(man.get("extend", {}))
+        self.drugs = load_drugs(model_dir, man)
         self.types = sorted({l[2:] for l in self.labels if l != "O"}, key=lambda t: self.labels.index("B-" + t))
         self.b_idx = np.array([self.labels.index("B-" + t) for t in self.types])
         self.i_idx = np.array([self.labels.index("I-" + t) for t in self.types])
@@ -439,7 +478,7 @@ class Classifier:
         for a, b, k, sc in spans:
             span = {"start": a, "end": b, "label": self.types[k], "score": round(sum(sc) / len(sc), 4)}
             span = postprocess(text, span) if text is not None else span
-            if span:
+            if span and not (text is not None and only_drug_names(text, span, self.drugs)):
                 out.append(span)
         if text is not None:
             out = drop_lone_initials(text, out)

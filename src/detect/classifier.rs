@@ -9,10 +9,10 @@
 //! span unless `p(B-X) > p(I-X)` starts a new one. Offsets are byte offsets in the original
 //! text, mapped by the tokenizer through its normalization.
 //!
-//! The model and tokenizer files are checked against the SHA-256 sums in `manifest.toml`
-//! before they are loaded: a corrupt or substituted file is refused.
+//! The model, tokenizer and drug lexicon files are checked against the SHA-256 sums in
+//! `manifest.toml` before they are loaded: a corrupt or substituted file is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -79,6 +79,13 @@ pub struct Manifest {
     pub model_sha256: String,
     /// Hex SHA-256 of `tokenizer.json`.
     pub tokenizer_sha256: String,
+    /// File (in the model directory) of drug names that are never a person or a place: one
+    /// lower-case word per line, `#` comments. Absent: no drug rule.
+    #[serde(default)]
+    pub drug_lexicon: Option<String>,
+    /// Hex SHA-256 of the drug lexicon file (required with `drug_lexicon`).
+    #[serde(default)]
+    pub drug_lexicon_sha256: Option<String>,
     /// Model version, recorded in audit records.
     pub version: String,
 }
@@ -120,6 +127,7 @@ pub struct Classifier {
     pad: u32,
     thresholds: Vec<f32>,
     extend: Vec<f32>,
+    drugs: HashSet<String>,
     version: String,
 }
 
@@ -179,6 +187,26 @@ impl Classifier {
             .map_err(|e| ClassifierError::Manifest(e.to_string()))?;
         let model = verified(&cfg.dir.join("model.onnx"), &manifest.model_sha256)?;
         let tok_bytes = verified(&cfg.dir.join("tokenizer.json"), &manifest.tokenizer_sha256)?;
+        let drugs = match (&manifest.drug_lexicon, &manifest.drug_lexicon_sha256) {
+            (None, None) => HashSet::new(),
+            (Some(file), Some(sha)) => {
+                let path = cfg.dir.join(file);
+                let bytes = verified(&path, sha)?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    ClassifierError::Manifest(format!("{}: not UTF-8", path.display()))
+                })?;
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_lowercase)
+                    .collect()
+            }
+            _ => {
+                return Err(ClassifierError::Manifest(
+                    "drug_lexicon and drug_lexicon_sha256 go together".to_owned(),
+                ));
+            }
+        };
 
         let mut tokenizer = Tokenizer::from_bytes(&tok_bytes)
             .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
@@ -267,6 +295,7 @@ impl Classifier {
             pad,
             thresholds,
             extend,
+            drugs,
             version: manifest.version,
         })
     }
@@ -328,6 +357,7 @@ impl Classifier {
             .decode(text, &words, &thresholds, &lows)
             .into_iter()
             .filter_map(|f| span_rules(text, f))
+            .filter(|f| !only_drug_names(text, f, &self.drugs))
             .collect();
         drop_lone_initials(text, &mut found);
         let more = propagate_names(text, &found);
@@ -1138,6 +1168,57 @@ fn named_part(fragment: &str) -> Option<(usize, usize)> {
     Some((start, end))
 }
 
+/// Step 6 of the decoding rules, after [`span_rules`]: whether `f` is a PERSON, LOCATION or
+/// ORGANIZATION span whose words (runs of letters) are all drug names ("coumadin", "ATIVAN",
+/// "zoloft / amiodarone"): a drug is never a person or a place. The lexicon has no name or
+/// place that Faker knows (`training/drug_lexicon.py`).
+fn only_drug_names(text: &str, f: &Finding, drugs: &HashSet<String>) -> bool {
+    if drugs.is_empty()
+        || !matches!(
+            f.entity,
+            EntityType::Person | EntityType::Location | EntityType::Organization
+        )
+    {
+        return false;
+    }
+    let mut words = text
+        .get(f.start..f.end)
+        .unwrap_or_default()
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty())
+        .peekable();
+    words.peek().is_some() && words.all(|w| drugs.contains(&w.to_lowercase()))
+}
+
+/// Words after which a four-digit number is a time of day, not a year ("BP 84/40 at 2000",
+/// "extubated at approx 2030"). Sorted.
+const CLOCK_CUES: &[&str] = &["about", "approx", "approximately", "aprox", "around", "at"];
+
+/// Whether `chunk` (at `start` in `text`) is a 24-hour time (`0000`–`2359`) right after a clock
+/// cue (`at`, `@`, `~`, `approx`, …).
+fn clock_stamp(text: &str, start: usize, chunk: &str) -> bool {
+    let &[h1, h2, m1, m2] = chunk.as_bytes() else {
+        return false;
+    };
+    if ![h1, h2, m1, m2].iter().all(u8::is_ascii_digit)
+        || (h1 - b'0') * 10 + (h2 - b'0') > 23
+        || m1 > b'5'
+    {
+        return false;
+    }
+    let before = text.get(..start).unwrap_or_default().trim_end();
+    if before.ends_with(['@', '~']) {
+        return true;
+    }
+    let word = before
+        .rsplit(|c: char| !c.is_alphabetic())
+        .next()
+        .unwrap_or_default();
+    CLOCK_CUES
+        .binary_search(&word.to_lowercase().as_str())
+        .is_ok()
+}
+
 /// Step 6 of the decoding rules: drop spans without letters or digits; place and organisation
 /// spans are cut to their named part ([`named_part`]) and dropped without one; a DATE span without letters is replaced by
 /// its chunk (delimited by whitespace and `()[]{},;`) if that chunk is a numeric date, and
@@ -1180,7 +1261,7 @@ fn span_rules(text: &str, f: Finding) -> Option<Finding> {
         end -= c.len_utf8();
     }
     let chunk = text.get(start..end)?;
-    if !numeric_date().is_some_and(|re| re.is_match(chunk)) {
+    if !numeric_date().is_some_and(|re| re.is_match(chunk)) || clock_stamp(text, start, chunk) {
         return None;
     }
     if chunk.starts_with('\'') {
@@ -1273,6 +1354,18 @@ mod tests {
     }
 
     #[test]
+    fn times_after_clock_cues_are_not_years() {
+        assert!(CLOCK_CUES.windows(2).all(|w| w[0] < w[1]), "sorted");
+        let text = "BP 84/40 at 2000, extubated @2030 and at approx 1415; at 1999";
+        assert_eq!(date(text, "2000"), None);
+        assert_eq!(date(text, "2030"), None);
+        assert_eq!(date(text, "1415"), None);
+        // Not a time of day, or no cue: a year.
+        assert_eq!(date(text, "1999").as_deref(), Some("1999"));
+        assert_eq!(date("CABG in 2000", "2000").as_deref(), Some("2000"));
+    }
+
+    #[test]
     fn date_fragments_are_completed_or_dropped() {
         assert_eq!(date("seen 10/15 at noon", "/15").as_deref(), Some("10/15"));
         assert_eq!(date("BP 120/85 stable", "/85"), None);
@@ -1318,6 +1411,37 @@ mod tests {
         // A single-word span does not propagate (too many names are also words).
         let text = "Dr. Brown saw her; brown sputum";
         assert!(propagate_names(text, &[person(4, 9)]).is_empty());
+    }
+
+    #[test]
+    fn spans_made_only_of_drug_names_are_dropped() {
+        let drugs: HashSet<String> = ["coumadin", "amiodarone", "zoloft"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let text = "on COUMADIN and zoloft \n amiodarone; Dr Coumadin-Smith; Zoloft 50 mg";
+        let span = |needle: &str, entity: EntityType| {
+            let start = text.find(needle).unwrap();
+            Finding {
+                start,
+                end: start + needle.len(),
+                entity,
+                score: 0.9,
+                recognizer: "classifier",
+            }
+        };
+        let dropped = |f: Finding| only_drug_names(text, &f, &drugs);
+        assert!(dropped(span("COUMADIN", EntityType::Person)));
+        assert!(dropped(span("zoloft \n amiodarone", EntityType::Location)));
+        assert!(dropped(span("Zoloft 50", EntityType::Organization)));
+        // A name beside a drug's, other types, and an empty lexicon are left alone.
+        assert!(!dropped(span("Coumadin-Smith", EntityType::Person)));
+        assert!(!dropped(span("COUMADIN", EntityType::Date)));
+        assert!(!only_drug_names(
+            text,
+            &span("COUMADIN", EntityType::Person),
+            &HashSet::new()
+        ));
     }
 
     #[test]
