@@ -288,6 +288,26 @@ def load_drugs(model_dir, man):
                      if l.strip() and not l.startswith("#"))
 
 
+# Score a place or organisation span written all in lower case needs in text that capitalises words.
+LOWER_CASE_PLACE_MIN = 0.8
+CAPITALISED_WORD = re.compile(r"\b[A-Z][a-z]{2}")
+LOWER_CASE_WORD = re.compile(r"\b[a-z]{3}")
+
+
+def capitalises_words(text):
+    """Whether text has a capitalised word ([A-Z][a-z]{2,}) and a lower-case one ([a-z]{3,}) (ASCII):
+    its writer uses case, so proper nouns are likely capitalised. All-caps or all-lower notes are not."""
+    return bool(CAPITALISED_WORD.search(text)) and bool(LOWER_CASE_WORD.search(text))
+
+
+def weak_lower_case_place(text, span, score):
+    """Step 6, in text that capitalises words: a LOCATION or ORGANIZATION span without an upper-case
+    letter and a score below LOWER_CASE_PLACE_MIN is dropped ("in good spirits"). The tokenizer is
+    uncased, so the model cannot see that the writer did not capitalise it. Names are exempt."""
+    return (span["label"] in ("LOCATION", "ORGANIZATION") and score < LOWER_CASE_PLACE_MIN
+            and not any(c.isupper() for c in text[span["start"]:span["end"]]))
+
+
 def only_drug_names(text, span, drugs):
     """Step 6 (after postprocess): a PERSON, LOCATION or ORGANIZATION span whose words (runs of
     letters) are all drug names is dropped: a drug is never a person or a place."""
@@ -475,11 +495,15 @@ class Classifier:
         if open_ is not None:
             spans.append(open_)
         out = []
+        cased = text is not None and capitalises_words(text)
         for a, b, k, sc in spans:
             span = {"start": a, "end": b, "label": self.types[k], "score": round(sum(sc) / len(sc), 4)}
             span = postprocess(text, span) if text is not None else span
-            if span and not (text is not None and only_drug_names(text, span, self.drugs)):
-                out.append(span)
+            if not span or (text is not None and only_drug_names(text, span, self.drugs)):
+                continue
+            if cased and weak_lower_case_place(text, span, sum(sc) / len(sc)):
+                continue
+            out.append(span)
         if text is not None:
             out = drop_lone_initials(text, out)
             out += propagate_names(text, out)

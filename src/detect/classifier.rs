@@ -359,6 +359,9 @@ impl Classifier {
             .filter_map(|f| span_rules(text, f))
             .filter(|f| !only_drug_names(text, f, &self.drugs))
             .collect();
+        if capitalises_words(text) {
+            found.retain(|f| !weak_lower_case_place(text, f));
+        }
         drop_lone_initials(text, &mut found);
         let more = propagate_names(text, &found);
         found.extend(more);
@@ -1168,6 +1171,46 @@ fn named_part(fragment: &str) -> Option<(usize, usize)> {
     Some((start, end))
 }
 
+/// Score a place or organisation span written all in lower case needs in text that capitalises
+/// words (step 6).
+const LOWER_CASE_PLACE_MIN: f32 = 0.8;
+
+/// Whether `text` has both a capitalised word (`[A-Z][a-z]{2,}`) and a lower-case one
+/// (`[a-z]{3,}`), ASCII letters, words delimited by non-alphanumeric characters: its writer
+/// uses case, so a proper noun is likely capitalised. All-caps and all-lower-case notes are not.
+fn capitalises_words(text: &str) -> bool {
+    let (mut capital, mut lower) = (false, false);
+    for w in text.split(|c: char| !c.is_alphanumeric() && c != '_') {
+        let b = w.as_bytes();
+        capital |= b.len() >= 3
+            && b.first().is_some_and(u8::is_ascii_uppercase)
+            && b.get(1..3)
+                .is_some_and(|r| r.iter().all(u8::is_ascii_lowercase));
+        lower |= b.len() >= 3
+            && b.get(..3)
+                .is_some_and(|r| r.iter().all(u8::is_ascii_lowercase));
+        if capital && lower {
+            return true;
+        }
+    }
+    false
+}
+
+/// Step 6, in text that [capitalises words](capitalises_words): whether `f` is a LOCATION or
+/// ORGANIZATION span without an upper-case letter whose score is below
+/// [`LOWER_CASE_PLACE_MIN`] ("in good spirits", "per nutrition consult"). The tokenizer is
+/// uncased, so the model cannot see that the writer did not capitalise it; names are exempt
+/// (lower-case names are common in notes: "son bill").
+fn weak_lower_case_place(text: &str, f: &Finding) -> bool {
+    matches!(f.entity, EntityType::Location | EntityType::Organization)
+        && f.score < LOWER_CASE_PLACE_MIN
+        && !text
+            .get(f.start..f.end)
+            .unwrap_or_default()
+            .chars()
+            .any(char::is_uppercase)
+}
+
 /// Step 6 of the decoding rules, after [`span_rules`]: whether `f` is a PERSON, LOCATION or
 /// ORGANIZATION span whose words (runs of letters) are all drug names ("coumadin", "ATIVAN",
 /// "zoloft / amiodarone"): a drug is never a person or a place. The lexicon has no name or
@@ -1411,6 +1454,35 @@ mod tests {
         // A single-word span does not propagate (too many names are also words).
         let text = "Dr. Brown saw her; brown sputum";
         assert!(propagate_names(text, &[person(4, 9)]).is_empty());
+    }
+
+    #[test]
+    fn weak_lower_case_places_are_dropped_where_the_writer_capitalises() {
+        assert!(capitalises_words("Pt in good spirits. Family at bedside"));
+        assert!(!capitalises_words("PT IN GOOD SPIRITS, FAMILY AT BEDSIDE"));
+        assert!(!capitalises_words(
+            "pt in good spirits, family at bedside; BP ok"
+        ));
+        assert!(!capitalises_words("Pt ok; BP 120/80"));
+        let text = "Pt in good spirits, moved to Baltimore; wife from towson";
+        let place = |needle: &str, score: f32| {
+            let start = text.find(needle).unwrap();
+            Finding {
+                start,
+                end: start + needle.len(),
+                entity: EntityType::Location,
+                score,
+                recognizer: "classifier",
+            }
+        };
+        assert!(weak_lower_case_place(text, &place("good spirits", 0.6)));
+        assert!(!weak_lower_case_place(text, &place("good spirits", 0.85)));
+        assert!(!weak_lower_case_place(text, &place("Baltimore", 0.6)));
+        let name = Finding {
+            entity: EntityType::Person,
+            ..place("towson", 0.6)
+        };
+        assert!(!weak_lower_case_place(text, &name));
     }
 
     #[test]
