@@ -18,8 +18,9 @@ Decoding (see models/README.md, "Decoding rules"):
  4. Word probabilities = mean of its pieces' probability vectors. For each entity type X,
     s(X) = p(B-X) + p(I-X). The word's type is X* = argmax s(X); the word is an entity word if
     s(X*) >= threshold[X*], otherwise it is outside.
- 4a. Before step 4: (i) words inside a dotted abbreviation (DOTTED_ABBR: y.o., a.m., p.m., i.v., p.o., b.i.d., ...) get
-    s(PERSON) = p(B-PERSON) = p(I-PERSON) = 0 before step 4: such abbreviations are never names.
+ 4a. Before step 4: (i) words inside a dotted abbreviation (DOTTED_ABBR: y.o., a.m., p.m., i.v., p.o., b.i.d., ...)
+    and words for a person (NOT_NAMES: female, woman, daughter, husband, ...) get
+    s(PERSON) = p(B-PERSON) = p(I-PERSON) = 0 before step 4: they are never names.
     (ii) then a word right after a title (TITLES: Dr, Mr, Mrs, Ms, Miss, Prof, ...;
     optional ".", then spaces or tabs) whose s(PERSON) >= TITLE_MIN (0.1) gets p(B-PERSON) = 1,
     p(I-PERSON) = 0: a title is strong evidence, so a weak name score after it suffices.
@@ -275,6 +276,13 @@ def propagate_names(text, spans):
     return out
 
 
+# Words for a person that are never a name ("58 year old FEMALE", "daughter and grandaughter"), step 4a (i).
+# Short relation words ("son", "man") are left out: they are surnames too.
+NOT_NAMES = frozenset("""brother brothers daughter daughters father female females gentleman grandaughter
+granddaughter granddaughters grandson grandsons husband male males mother nephew niece patient patients
+sister sisters spouse uncle woman women""".split())
+
+
 def load_drugs(model_dir, man):
     """The manifest's drug lexicon (drug_lexicon + drug_lexicon_sha256) as a set of lower-case words."""
     f = man.get("drug_lexicon")
@@ -444,6 +452,16 @@ class Classifier:
                         w = (w[0], w[1], s, pb, pi)
                     nw.append(w)
                 words = nw
+            # ... and words for a person (NOT_NAMES: "female", "daughter", ...) are never a name
+            k = self.types.index("PERSON")
+            nw = []
+            for w in words:
+                if text[w[0]:w[1]].lower() in NOT_NAMES:
+                    s, pb, pi = w[2].copy(), w[3].copy(), w[4].copy()
+                    s[k] = pb[k] = pi[k] = 0.0
+                    w = (w[0], w[1], s, pb, pi)
+                nw.append(w)
+            words = nw
             # step 4a (ii): a word right after a title is a name when its PERSON score is >= TITLE_MIN;
             # (iii) one right after a relation, when its score is >= RELATION_MIN and it is no common word
             k = self.types.index("PERSON")

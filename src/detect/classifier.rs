@@ -351,6 +351,7 @@ impl Classifier {
             .position(|t| t.entity == EntityType::Person)
         {
             no_names_in_abbreviations(text, &mut words, k);
+            no_names_in_common_nouns(text, &mut words, k);
             names_after_cues(text, &mut words, k);
         }
         let mut found: Vec<Finding> = self
@@ -761,6 +762,56 @@ fn no_names_in_abbreviations(text: &str, words: &mut [Word], person: usize) {
     }
     for w in words {
         if spans.iter().any(|&(a, b)| a <= w.start && w.end <= b) {
+            for p in [&mut w.pb, &mut w.pi] {
+                if let Some(v) = p.get_mut(person) {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// Words for a person that are never a name ("58 year old FEMALE", "daughter and
+/// grandaughter"); matched case-insensitively, whole words. Sorted. Short relation words
+/// ("son", "man") are left out: they are surnames too.
+const NOT_NAMES: &[&str] = &[
+    "brother",
+    "brothers",
+    "daughter",
+    "daughters",
+    "father",
+    "female",
+    "females",
+    "gentleman",
+    "grandaughter",
+    "granddaughter",
+    "granddaughters",
+    "grandson",
+    "grandsons",
+    "husband",
+    "male",
+    "males",
+    "mother",
+    "nephew",
+    "niece",
+    "patient",
+    "patients",
+    "sister",
+    "sisters",
+    "spouse",
+    "uncle",
+    "woman",
+    "women",
+];
+
+/// Step 4a (i), second part: words in [`NOT_NAMES`] get no PERSON score.
+fn no_names_in_common_nouns(text: &str, words: &mut [Word], person: usize) {
+    for w in words {
+        let word = text.get(w.start..w.end).unwrap_or_default();
+        if NOT_NAMES
+            .binary_search(&word.to_lowercase().as_str())
+            .is_ok()
+        {
             for p in [&mut w.pb, &mut w.pi] {
                 if let Some(v) = p.get_mut(person) {
                     *v = 0.0;
@@ -1599,6 +1650,20 @@ mod tests {
         assert!(after_relation("GRAND DAUGHTER-", 15) && !after_relation("stepson ", 8));
         assert!(RELATIONS.windows(2).all(|w| w[0] < w[1]));
         assert!(COMMON_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn words_for_a_person_are_never_names() {
+        assert!(NOT_NAMES.windows(2).all(|w| w[0] < w[1]), "sorted");
+        let text = "58 YEAR OLD FEMALE daughter and Grandaughter Rose Male";
+        let n = text.split_whitespace().count();
+        let mut w = words(text, &vec![0.95; n]);
+        no_names_in_common_nouns(text, &mut w, 0);
+        let got: Vec<&str> = decode(text, &w, &[0.8, 0.8], &[0.8, 0.8])
+            .into_iter()
+            .map(|(a, b, ..)| &text[a..b])
+            .collect();
+        assert_eq!(got, ["58 YEAR OLD", "and", "Rose"]);
     }
 
     #[test]
