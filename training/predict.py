@@ -37,7 +37,8 @@ Decoding (see models/README.md, "Decoding rules"):
     offset of its last piece; score = mean of s(X) over its words.
  6. Span rules (postprocess): a span with no letter or digit is dropped; a LOCATION or ORGANIZATION
     span is dropped if every word is generic (GENERIC_PLACE), else cut to its named part (articles,
-    prepositions and possessives at either end removed: EDGE_WORDS); a DATE span with no letter
+    prepositions and possessives at either end removed: EDGE_WORDS); a DATE span followed by an ordinal day
+    ("the" + " 3rd") takes it in (with_ordinal_day); a DATE span with no letter
     is widened to its whitespace-delimited chunk (minus leading ([{" and trailing .,;:!?)]}") and
     kept only if that chunk is a numeric date (NUMERIC_DATE: m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy,
     m/yy with yy > 31, 'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
@@ -283,6 +284,18 @@ granddaughter granddaughters grandson grandsons husband male males mother nephew
 sister sisters spouse uncle woman women""".split())
 
 
+ORDINAL_DAY = re.compile(r"[ \t]?(?:0?[1-9]|[12][0-9]|3[01])(?i:st|nd|rd|th)(?!\w)")
+
+
+def with_ordinal_day(text, span):
+    """Step 6: a DATE span followed (after at most one space or tab) by an ordinal day (1st..31st)
+    takes it in ("Monday the" + " 3rd")."""
+    if span["label"] != "DATE":
+        return span
+    m = ORDINAL_DAY.match(text, span["end"])
+    return dict(span, end=m.end()) if m else span
+
+
 def load_drugs(model_dir, man):
     """The manifest's drug lexicon (drug_lexicon + drug_lexicon_sha256) as a set of lower-case words."""
     f = man.get("drug_lexicon")
@@ -519,6 +532,8 @@ class Classifier:
             span = postprocess(text, span) if text is not None else span
             if not span or (text is not None and only_drug_names(text, span, self.drugs)):
                 continue
+            if text is not None:
+                span = with_ordinal_day(text, span)
             if cased and weak_lower_case_place(text, span, sum(sc) / len(sc)):
                 continue
             out.append(span)

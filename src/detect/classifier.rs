@@ -358,6 +358,7 @@ impl Classifier {
             .decode(text, &words, &thresholds, &lows)
             .into_iter()
             .filter_map(|f| span_rules(text, f))
+            .map(|f| with_ordinal_day(text, f))
             .filter(|f| !only_drug_names(text, f, &self.drugs))
             .collect();
         if capitalises_words(text) {
@@ -1053,6 +1054,31 @@ fn numeric_date() -> Option<&'static regex::Regex> {
     )
 }
 
+fn ordinal_day() -> Option<&'static regex::Regex> {
+    static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
+    compiled(
+        &RE,
+        r"^[ \t]?(?:0?[1-9]|[12][0-9]|3[01])(?i:st|nd|rd|th)(?:$|[^\p{L}\p{N}_])",
+    )
+}
+
+/// Step 6, after [`span_rules`]: a DATE span followed (after at most one space or tab) by an
+/// ordinal day (`1st` … `31st`) takes it in — the model is often unsure of the number and keeps
+/// only "Monday the" of "Monday the 3rd".
+fn with_ordinal_day(text: &str, f: Finding) -> Finding {
+    if f.entity != EntityType::Date {
+        return f;
+    }
+    let Some(m) = text.get(f.end..).and_then(|rest| ordinal_day()?.find(rest)) else {
+        return f;
+    };
+    let day = m.as_str().trim_end_matches(|c: char| !c.is_alphanumeric());
+    Finding {
+        end: f.end + day.len(),
+        ..f
+    }
+}
+
 /// Words that on their own never identify a place or an organisation ("the hospital", "OSH",
 /// "nursing home", "MICU", "nuclear med", "radiation therapy"); sorted, for binary search. Same
 /// list as `training/predict.py`.
@@ -1445,6 +1471,34 @@ mod tests {
         // Leftwards too, and never over a line break.
         let text = "pt: ann\nmarie smith";
         assert_eq!(spans(text, &[0.0, 0.5, 0.5, 0.95], 0.4), ["marie smith"]);
+    }
+
+    #[test]
+    fn a_date_takes_in_the_ordinal_day_after_it() {
+        let extended = |text: &str, needle: &str, entity: EntityType| {
+            let start = text.find(needle).unwrap();
+            let f = Finding {
+                start,
+                end: start + needle.len(),
+                entity,
+                score: 0.9,
+                recognizer: "classifier",
+            };
+            let f = with_ordinal_day(text, f);
+            text[f.start..f.end].to_owned()
+        };
+        let date = |text: &str, needle: &str| extended(text, needle, EntityType::Date);
+        assert_eq!(
+            date("on Monday the 3rd, at 9", "Monday the"),
+            "Monday the 3rd"
+        );
+        assert_eq!(date("seen on the\t11TH.", "on the"), "on the\t11TH");
+        // Two spaces, a longer word, an impossible day, another type: left as they are.
+        assert_eq!(date("Friday the  4th", "Friday the"), "Friday the");
+        assert_eq!(date("the 11thx", "the"), "the");
+        assert_eq!(date("the 32nd", "the"), "the");
+        let person = extended("Mary the 3rd", "Mary the", EntityType::Person);
+        assert_eq!(person, "Mary the");
     }
 
     #[test]
