@@ -1415,17 +1415,21 @@ fn softmax(logits: &[f32], out: &mut [f32]) {
 mod tests {
     use super::*;
 
-    /// What the span rules make of a classifier finding of `entity` on `needle` in `text`.
-    fn ruled(entity: EntityType, text: &str, needle: &str) -> Option<String> {
-        let start = text.find(needle)?;
-        let f = Finding {
+    /// A classifier finding of `entity` (score 0.9) on the first `needle` in `text`.
+    fn found(text: &str, needle: &str, entity: EntityType) -> Finding {
+        let start = text.find(needle).expect("needle in text");
+        Finding {
             start,
             end: start + needle.len(),
             entity,
             score: 0.9,
             recognizer: "classifier",
-        };
-        span_rules(text, f).map(|f| text[f.start..f.end].to_owned())
+        }
+    }
+
+    /// What the span rules make of a classifier finding of `entity` on `needle` in `text`.
+    fn ruled(entity: EntityType, text: &str, needle: &str) -> Option<String> {
+        span_rules(text, found(text, needle, entity)).map(|f| text[f.start..f.end].to_owned())
     }
 
     fn date(text: &str, needle: &str) -> Option<String> {
@@ -1476,15 +1480,7 @@ mod tests {
     #[test]
     fn a_date_takes_in_the_ordinal_day_after_it() {
         let extended = |text: &str, needle: &str, entity: EntityType| {
-            let start = text.find(needle).unwrap();
-            let f = Finding {
-                start,
-                end: start + needle.len(),
-                entity,
-                score: 0.9,
-                recognizer: "classifier",
-            };
-            let f = with_ordinal_day(text, f);
+            let f = with_ordinal_day(text, found(text, needle, entity));
             text[f.start..f.end].to_owned()
         };
         let date = |text: &str, needle: &str| extended(text, needle, EntityType::Date);
@@ -1570,15 +1566,9 @@ mod tests {
         ));
         assert!(!capitalises_words("Pt ok; BP 120/80"));
         let text = "Pt in good spirits, moved to Baltimore; wife from towson";
-        let place = |needle: &str, score: f32| {
-            let start = text.find(needle).unwrap();
-            Finding {
-                start,
-                end: start + needle.len(),
-                entity: EntityType::Location,
-                score,
-                recognizer: "classifier",
-            }
+        let place = |needle: &str, score: f32| Finding {
+            score,
+            ..found(text, needle, EntityType::Location)
         };
         assert!(weak_lower_case_place(text, &place("good spirits", 0.6)));
         assert!(!weak_lower_case_place(text, &place("good spirits", 0.85)));
@@ -1597,16 +1587,7 @@ mod tests {
             .map(str::to_owned)
             .collect();
         let text = "on COUMADIN and zoloft \n amiodarone; Dr Coumadin-Smith; Zoloft 50 mg";
-        let span = |needle: &str, entity: EntityType| {
-            let start = text.find(needle).unwrap();
-            Finding {
-                start,
-                end: start + needle.len(),
-                entity,
-                score: 0.9,
-                recognizer: "classifier",
-            }
-        };
+        let span = |needle: &str, entity: EntityType| found(text, needle, entity);
         let dropped = |f: Finding| only_drug_names(text, &f, &drugs);
         assert!(dropped(span("COUMADIN", EntityType::Person)));
         assert!(dropped(span("zoloft \n amiodarone", EntityType::Location)));
@@ -1751,22 +1732,13 @@ mod tests {
     #[test]
     fn lone_initials_are_dropped_unless_next_to_a_name() {
         let text = "G.U.: ok. D. Phyl here. r. stable. Dan A. Forman";
-        let person = |needle: &str| {
-            let start = text.find(needle).unwrap();
-            Finding {
-                start,
-                end: start + needle.len(),
-                entity: EntityType::Person,
-                score: 0.9,
-                recognizer: "classifier",
-            }
-        };
-        let mut found: Vec<Finding> = ["G.", "D.", "Phyl", "r.", "A.", "Dan", "Forman"]
+        let person = |needle: &str| found(text, needle, EntityType::Person);
+        let mut spans: Vec<Finding> = ["G.", "D.", "Phyl", "r.", "A.", "Dan", "Forman"]
             .into_iter()
             .map(person)
             .collect();
-        drop_lone_initials(text, &mut found);
-        let kept: Vec<&str> = found.iter().map(|f| &text[f.start..f.end]).collect();
+        drop_lone_initials(text, &mut spans);
+        let kept: Vec<&str> = spans.iter().map(|f| &text[f.start..f.end]).collect();
         assert_eq!(kept, ["D.", "Phyl", "A.", "Dan", "Forman"]);
     }
 
