@@ -763,11 +763,7 @@ fn no_names_in_abbreviations(text: &str, words: &mut [Word], person: usize) {
     }
     for w in words {
         if spans.iter().any(|&(a, b)| a <= w.start && w.end <= b) {
-            for p in [&mut w.pb, &mut w.pi] {
-                if let Some(v) = p.get_mut(person) {
-                    *v = 0.0;
-                }
-            }
+            w.never_a_name(person);
         }
     }
 }
@@ -813,11 +809,7 @@ fn no_names_in_common_nouns(text: &str, words: &mut [Word], person: usize) {
             .binary_search(&word.to_lowercase().as_str())
             .is_ok()
         {
-            for p in [&mut w.pb, &mut w.pi] {
-                if let Some(v) = p.get_mut(person) {
-                    *v = 0.0;
-                }
-            }
+            w.never_a_name(person);
         }
     }
 }
@@ -1397,6 +1389,17 @@ struct Word {
     end: usize,
     pb: Vec<f32>,
     pi: Vec<f32>,
+}
+
+impl Word {
+    /// Step 4a: this word gets no PERSON score (index `person`).
+    fn never_a_name(&mut self, person: usize) {
+        for p in [&mut self.pb, &mut self.pi] {
+            if let Some(v) = p.get_mut(person) {
+                *v = 0.0;
+            }
+        }
+    }
 }
 
 fn softmax(logits: &[f32], out: &mut [f32]) {
