@@ -453,23 +453,13 @@ class Classifier:
         th = thresholds or self.thresholds
         ext = self.extend if extend is None else extend
         if text is not None and "PERSON" in self.types:
-            # step 4a (i): words inside a dotted abbreviation are never part of a name
+            # step 4a (i): words inside a dotted abbreviation, and words for a person (NOT_NAMES:
+            # "female", "daughter", ...), are never part of a name
             abbr = dotted_abbreviations(text)
-            if abbr:
-                k = self.types.index("PERSON")
-                nw = []
-                for w in words:
-                    if any(a <= w[0] and w[1] <= b for a, b in abbr):
-                        s, pb, pi = w[2].copy(), w[3].copy(), w[4].copy()
-                        s[k] = pb[k] = pi[k] = 0.0
-                        w = (w[0], w[1], s, pb, pi)
-                    nw.append(w)
-                words = nw
-            # ... and words for a person (NOT_NAMES: "female", "daughter", ...) are never a name
             k = self.types.index("PERSON")
             nw = []
             for w in words:
-                if text[w[0]:w[1]].lower() in NOT_NAMES:
+                if any(a <= w[0] and w[1] <= b for a, b in abbr) or text[w[0]:w[1]].lower() in NOT_NAMES:
                     s, pb, pi = w[2].copy(), w[3].copy(), w[4].copy()
                     s[k] = pb[k] = pi[k] = 0.0
                     w = (w[0], w[1], s, pb, pi)

@@ -804,11 +804,7 @@ const NOT_NAMES: &[&str] = &[
 /// Step 4a (i), second part: words in [`NOT_NAMES`] get no PERSON score.
 fn no_names_in_common_nouns(text: &str, words: &mut [Word], person: usize) {
     for w in words {
-        let word = text.get(w.start..w.end).unwrap_or_default();
-        if NOT_NAMES
-            .binary_search(&word.to_lowercase().as_str())
-            .is_ok()
-        {
+        if listed(NOT_NAMES, text.get(w.start..w.end).unwrap_or_default()) {
             w.never_a_name(person);
         }
     }
@@ -1018,11 +1014,8 @@ fn names_after_cues(text: &str, words: &mut [Word], person: usize) {
         let score =
             w.pb.get(person).copied().unwrap_or(0.0) + w.pi.get(person).copied().unwrap_or(0.0);
         let common = || {
-            text.get(w.start..w.end).is_none_or(|s| {
-                COMMON_WORDS
-                    .binary_search(&s.to_lowercase().as_str())
-                    .is_ok()
-            })
+            text.get(w.start..w.end)
+                .is_none_or(|s| listed(COMMON_WORDS, s))
         };
         if (score >= TITLE_MIN && after_title(text, w.start))
             || (score >= RELATION_MIN && !common() && after_relation(text, w.start))
@@ -1192,16 +1185,13 @@ const EDGE_WORDS: &[&str] = &[
     "the", "their", "this", "to",
 ];
 
+/// Whether `word`, lower-cased, is in the sorted `list`.
 fn listed(list: &[&str], word: &str) -> bool {
     list.binary_search(&word.to_lowercase().as_str()).is_ok()
 }
 
-/// The part of a LOCATION or ORGANIZATION fragment that names something, as a byte range of the
-/// fragment: all of it if it has no word (run of letters), `None` if every word is generic
-/// ("the hospital", "MICU 4"). Otherwise [`EDGE_WORDS`] at either end are cut off with what separates
-/// them from the rest, so that the part starts or ends with a letter or digit where it was cut
-/// ("the Keeley house" → "Keeley house", "St. Agnes, the" → "St. Agnes").
-fn named_part(fragment: &str) -> Option<(usize, usize)> {
+/// The words of `fragment` — maximal runs of letters — as byte ranges.
+fn letter_runs(fragment: &str) -> Vec<(usize, usize)> {
     let mut words = Vec::new();
     let mut open = None;
     for (i, c) in fragment.char_indices().chain([(fragment.len(), ' ')]) {
@@ -1214,6 +1204,16 @@ fn named_part(fragment: &str) -> Option<(usize, usize)> {
             _ => {}
         }
     }
+    words
+}
+
+/// The part of a LOCATION or ORGANIZATION fragment that names something, as a byte range of the
+/// fragment: all of it if it has no word (run of letters), `None` if every word is generic
+/// ("the hospital", "MICU 4"). Otherwise [`EDGE_WORDS`] at either end are cut off with what separates
+/// them from the rest, so that the part starts or ends with a letter or digit where it was cut
+/// ("the Keeley house" → "Keeley house", "St. Agnes, the" → "St. Agnes").
+fn named_part(fragment: &str) -> Option<(usize, usize)> {
+    let words = letter_runs(fragment);
     let word = |&(a, b): &(usize, usize)| fragment.get(a..b).unwrap_or_default();
     if words.is_empty() {
         return Some((0, fragment.len()));
@@ -1293,13 +1293,14 @@ fn only_drug_names(text: &str, f: &Finding, drugs: &HashSet<String>) -> bool {
     {
         return false;
     }
-    let mut words = text
-        .get(f.start..f.end)
-        .unwrap_or_default()
-        .split(|c: char| !c.is_alphabetic())
-        .filter(|w| !w.is_empty())
-        .peekable();
-    words.peek().is_some() && words.all(|w| drugs.contains(&w.to_lowercase()))
+    let fragment = text.get(f.start..f.end).unwrap_or_default();
+    let words = letter_runs(fragment);
+    !words.is_empty()
+        && words.iter().all(|&(a, b)| {
+            fragment
+                .get(a..b)
+                .is_some_and(|w| drugs.contains(&w.to_lowercase()))
+        })
 }
 
 /// Words after which a four-digit number is a time of day, not a year ("BP 84/40 at 2000",
@@ -1326,9 +1327,7 @@ fn clock_stamp(text: &str, start: usize, chunk: &str) -> bool {
         .rsplit(|c: char| !c.is_alphabetic())
         .next()
         .unwrap_or_default();
-    CLOCK_CUES
-        .binary_search(&word.to_lowercase().as_str())
-        .is_ok()
+    listed(CLOCK_CUES, word)
 }
 
 /// Step 6 of the decoding rules: drop spans without letters or digits; place and organisation
