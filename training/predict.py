@@ -82,21 +82,28 @@ DOTTED_ABBR = re.compile(
 
 
 # Titles before a name ("Dr. Nieds", "MRS NICHOLSON", "dr. noone").
-TITLES = frozenset("dr dra mr mrs ms mx miss prof sr sra srta mme herr frau".split())
+TITLES = frozenset("dr dra drs mr mrs ms mx miss prof sr sra srta mme herr frau".split())
 TITLE_MIN = 0.1
 
 
 def after_title(text, start):
-    """Whether the word at `start` follows a title: spaces or tabs (at least one), before them an
-    optional ".", before that a TITLES word not preceded by a letter, digit, "_" or "."."""
+    """The title (as written) that the word at `start` follows, or None: spaces or tabs (at least
+    one), before them an optional ".", before that a TITLES word not preceded by a letter, digit,
+    "_" or "."."""
     j = start
     while j > 0 and text[j - 1] in " \t":
         j -= 1
     if j == start:
-        return False
+        return None
     if j > 0 and text[j - 1] == ".":
         j -= 1
-    return word_before(text, j) in TITLES
+    w = word_before(text, j)
+    return text[j - len(w):j] if w in TITLES else None
+
+
+def capitalised(word):
+    """Whether word is written capitalised: an upper-case letter, then a lower-case one."""
+    return len(word) > 1 and word[0].isupper() and word[1].islower()
 
 
 def word_before(text, end):
@@ -176,6 +183,28 @@ def named_part(frag):
     return start, end
 
 
+# Abbreviations that begin a place's name ("St. Agnes", "Mt Sinai", "Ft. Worth").
+PLACE_PREFIXES = frozenset("ft mt st ste".split())
+
+
+def with_place_prefix(text, start):
+    """Where a place's name starting at `start` really starts: at a PLACE_PREFIXES word right before
+    it (then an optional ".", then spaces or tabs), which the model often leaves out ("St. Agnes"
+    tagged ". Agnes"); otherwise at `start`."""
+    name = start
+    while name < len(text) and not text[name].isalnum():
+        name += 1
+    if name == len(text):
+        name = start
+    j = name
+    while j > 0 and text[j - 1] in " \t":
+        j -= 1
+    if j > 0 and text[j - 1] == ".":
+        j -= 1
+    w = word_before(text, j)
+    return j - len(w) if w and w in PLACE_PREFIXES else start
+
+
 # Words after which a four-digit number is a time of day, not a year ("at 2000", "approx 2030").
 CLOCK_CUES = frozenset("about approx approximately aprox around at".split())
 
@@ -209,7 +238,7 @@ def postprocess(text, span):
         return None
     if span["label"] in ("LOCATION", "ORGANIZATION"):
         core = named_part(frag)
-        return None if core is None else dict(span, start=a + core[0], end=a + core[1])
+        return None if core is None else dict(span, start=with_place_prefix(text, a + core[0]), end=a + core[1])
     if span["label"] == "DATE" and not any(c.isalpha() for c in frag):
         s, e = a, b
         while s > 0 and not text[s - 1].isspace() and text[s - 1] not in CHUNK_BOUND:
@@ -465,12 +494,18 @@ class Classifier:
                     w = (w[0], w[1], s, pb, pi)
                 nw.append(w)
             words = nw
-            # step 4a (ii): a word right after a title is a name when its PERSON score is >= TITLE_MIN;
+            # step 4a (ii): a word right after a title is a name when its PERSON score is >= TITLE_MIN,
+            # or with any score when the text capitalises words and the title and the word are written
+            # capitalised, the word no common word ("Mrs Nicholson"; not "MS. Aspiration");
             # (iii) one right after a relation, when its score is >= RELATION_MIN and it is no common word
             k = self.types.index("PERSON")
+            cased = capitalises_words(text)
             nw = []
             for w in words:
-                if (w[2][k] >= TITLE_MIN and after_title(text, w[0])) or (
+                title, word = after_title(text, w[0]), text[w[0]:w[1]]
+                titled = title is not None and (w[2][k] >= TITLE_MIN or (
+                    cased and capitalised(title) and capitalised(word) and word.lower() not in COMMON_WORDS))
+                if titled or (
                         w[2][k] >= RELATION_MIN and text[w[0]:w[1]].lower() not in COMMON_WORDS
                         and after_relation(text, w[0])):
                     s, pb, pi = w[2].copy(), w[3].copy(), w[4].copy()

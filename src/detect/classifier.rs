@@ -813,25 +813,31 @@ fn no_names_in_common_nouns(text: &str, words: &mut [Word], person: usize) {
 /// Titles before a name ("Dr. Nieds", "MRS NICHOLSON"); same list as `TITLES` in
 /// `training/predict.py`, sorted.
 const TITLES: &[&str] = &[
-    "dr", "dra", "frau", "herr", "miss", "mme", "mr", "mrs", "ms", "mx", "prof", "sr", "sra",
+    "dr", "dra", "drs", "frau", "herr", "miss", "mme", "mr", "mrs", "ms", "mx", "prof", "sr", "sra",
     "srta",
 ];
 
 /// The PERSON score from which a word right after a title is a name.
 const TITLE_MIN: f32 = 0.1;
 
-/// Whether the word starting at byte `start` follows a title: spaces or tabs (at least one),
-/// before them an optional `.`, before that a title not preceded by a letter, digit, `_` or `.`.
-fn after_title(text: &str, start: usize) -> bool {
-    let Some(before) = text.get(..start) else {
-        return false;
-    };
+/// The title (as written) that the word starting at byte `start` follows: spaces or tabs (at
+/// least one), before them an optional `.`, before that a title not preceded by a letter, digit,
+/// `_` or `.`.
+fn after_title(text: &str, start: usize) -> Option<&str> {
+    let before = text.get(..start)?;
     let trimmed = before.trim_end_matches([' ', '\t']);
     if trimmed.len() == before.len() {
-        return false;
+        return None;
     }
     let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
-    word_before(trimmed).is_some_and(|w| TITLES.binary_search(&w.as_str()).is_ok())
+    let title = word_before(trimmed).filter(|w| listed(TITLES, w))?;
+    trimmed.get(trimmed.len().checked_sub(title.len())?..)
+}
+
+/// Whether `word` is written capitalised: an upper-case letter, then a lower-case one.
+fn capitalised(word: &str) -> bool {
+    let mut chars = word.chars();
+    chars.next().is_some_and(char::is_uppercase) && chars.next().is_some_and(char::is_lowercase)
 }
 
 /// The run of letters `prefix` ends with, lower-cased; `None` when the run is preceded by a
@@ -1007,17 +1013,22 @@ fn after_relation(text: &str, start: usize) -> bool {
 }
 
 /// Step 4a (ii) and (iii) of the decoding rules: a word right after a title with a PERSON score
-/// of at least `TITLE_MIN`, or right after a relation with at least `RELATION_MIN` and not a
-/// common word, becomes a confident name word (`p(B-PERSON) = 1`, `p(I-PERSON) = 0`).
+/// of at least `TITLE_MIN` — or with any score when the text capitalises words and both the
+/// title and the word are written capitalised, the word no common word ("update to Mrs
+/// Nicholson x2"; not "MS. Aspiration", where MS is mental status) — or right after a relation
+/// with at least `RELATION_MIN` and not a common word, becomes a confident name word
+/// (`p(B-PERSON) = 1`, `p(I-PERSON) = 0`).
 fn names_after_cues(text: &str, words: &mut [Word], person: usize) {
+    let cased = capitalises_words(text);
     for w in words {
         let score =
             w.pb.get(person).copied().unwrap_or(0.0) + w.pi.get(person).copied().unwrap_or(0.0);
-        let common = || {
-            text.get(w.start..w.end)
-                .is_none_or(|s| listed(COMMON_WORDS, s))
-        };
-        if (score >= TITLE_MIN && after_title(text, w.start))
+        let word = text.get(w.start..w.end).unwrap_or_default();
+        let common = || listed(COMMON_WORDS, word);
+        let titled = after_title(text, w.start).is_some_and(|title| {
+            score >= TITLE_MIN || (cased && capitalised(title) && capitalised(word) && !common())
+        });
+        if titled
             || (score >= RELATION_MIN && !common() && after_relation(text, w.start))
         {
             if let Some(b) = w.pb.get_mut(person) {
@@ -1240,6 +1251,28 @@ fn named_part(fragment: &str) -> Option<(usize, usize)> {
     Some((start, end))
 }
 
+/// Abbreviations that begin a place's name ("St. Agnes", "Mt Sinai", "Ft. Worth"); sorted.
+const PLACE_PREFIXES: &[&str] = &["ft", "mt", "st", "ste"];
+
+/// Where a place's name starting at byte `start` really starts: at a `PLACE_PREFIXES` word right
+/// before it (then an optional `.`, then spaces or tabs), which the model often leaves out
+/// ("St. Agnes" tagged ". Agnes"); otherwise at the first letter or digit from `start`.
+fn with_place_prefix(text: &str, start: usize) -> usize {
+    let Some(rest) = text.get(start..) else {
+        return start;
+    };
+    let name = start + rest.find(char::is_alphanumeric).unwrap_or(0);
+    let Some(before) = text.get(..name) else {
+        return start;
+    };
+    let trimmed = before.trim_end_matches([' ', '\t']);
+    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    match word_before(trimmed) {
+        Some(w) if !w.is_empty() && listed(PLACE_PREFIXES, &w) => trimmed.len() - w.len(),
+        _ => start,
+    }
+}
+
 /// Score a place or organisation span written all in lower case needs in text that capitalises
 /// words (step 6).
 const LOWER_CASE_PLACE_MIN: f32 = 0.8;
@@ -1342,7 +1375,7 @@ fn span_rules(text: &str, f: Finding) -> Option<Finding> {
     if matches!(f.entity, EntityType::Location | EntityType::Organization) {
         let (start, end) = named_part(fragment)?;
         return Some(Finding {
-            start: f.start + start,
+            start: with_place_prefix(text, f.start + start),
             end: f.start + end,
             ..f
         });
@@ -1639,6 +1672,13 @@ mod tests {
             place(text, "the Clínica São José, in").as_deref(),
             Some("Clínica São José")
         );
+        // A place's name begins with the St./Mt./Ft. the model left out.
+        let text = "accepted by St. Agnes; bed @ Mt Sinai; Main St. Agnes; Fort Ste.Anne";
+        assert_eq!(place(text, ". Agnes").as_deref(), Some("St. Agnes"));
+        assert_eq!(place(text, "Sinai").as_deref(), Some("Mt Sinai"));
+        assert_eq!(place(text, "Anne").as_deref(), Some("Ste.Anne"));
+        assert_eq!(place("best. Agnes", ". Agnes").as_deref(), Some(". Agnes"));
+        assert_eq!(place("by St. Agnes", "St. Agnes").as_deref(), Some("St. Agnes"));
         // Departments and services are where a patient goes, not who or where they are.
         let text = "sent to nuclear med, then radiation therapy; seen by Johns Hopkins cardiology";
         assert_eq!(place(text, "nuclear med"), None);
@@ -1667,12 +1707,25 @@ mod tests {
             person_spans("TELL MRS\tNICHOLSON", &[0.0, 0.0, 0.2]),
             ["NICHOLSON"]
         );
+        // In text that capitalises words, a capitalised word after a title needs no score; a
+        // common word does, and so does every word in an all-caps note.
+        assert_eq!(
+            person_spans("Telephone update to Mrs Nicholson x2", &[0.0; 6]),
+            ["Nicholson"]
+        );
+        assert_eq!(person_spans("Drs Joseph and Robbinson", &[0.0; 4]), ["Joseph"]);
+        assert!(person_spans("Update to Dr. On call", &[0.0; 5]).is_empty());
+        assert!(person_spans("Changes in MS. Aspiration risk", &[0.0; 5]).is_empty());
+        assert!(person_spans("Changes in Ms. BP", &[0.0; 4]).is_empty());
+        assert!(person_spans("UPDATE TO MRS NICHOLSON", &[0.0, 0.0, 0.0, 0.05]).is_empty());
         // Below TITLE_MIN the title does not help ("Dr. aware"), nor does a title inside a word,
         // nor a title on the line above.
         assert!(person_spans("Dr. aware", &[0.0, 0.05]).is_empty());
         assert!(person_spans("cdr. Nieds", &[0.0, 0.3]).is_empty());
         assert!(person_spans("Dr.\nNieds", &[0.0, 0.3]).is_empty());
-        assert!(after_title("ok Mr. ", 7) && after_title("Prof x", 5) && !after_title("Mr.x", 3));
+        assert_eq!(after_title("ok Mr. ", 7), Some("Mr"));
+        assert_eq!(after_title("Prof x", 5), Some("Prof"));
+        assert_eq!(after_title("Mr.x", 3), None);
         // Relations: a name needs RELATION_MIN and must not be a common word.
         assert_eq!(
             person_spans("dtr suzette in contact", &[0.0, 0.35, 0.0, 0.0]),
