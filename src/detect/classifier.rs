@@ -813,8 +813,8 @@ fn no_names_in_common_nouns(text: &str, words: &mut [Word], person: usize) {
 /// Titles before a name ("Dr. Nieds", "MRS NICHOLSON"); same list as `TITLES` in
 /// `training/predict.py`, sorted.
 const TITLES: &[&str] = &[
-    "dr", "dra", "drs", "frau", "herr", "miss", "mme", "mr", "mrs", "ms", "mx", "prof", "sr", "sra",
-    "srta",
+    "dr", "dra", "drs", "frau", "herr", "miss", "mme", "mr", "mrs", "ms", "mx", "prof", "sr",
+    "sra", "srta",
 ];
 
 /// The PERSON score from which a word right after a title is a name.
@@ -1028,9 +1028,7 @@ fn names_after_cues(text: &str, words: &mut [Word], person: usize) {
         let titled = after_title(text, w.start).is_some_and(|title| {
             score >= TITLE_MIN || (cased && capitalised(title) && capitalised(word) && !common())
         });
-        if titled
-            || (score >= RELATION_MIN && !common() && after_relation(text, w.start))
-        {
+        if titled || (score >= RELATION_MIN && !common() && after_relation(text, w.start)) {
             if let Some(b) = w.pb.get_mut(person) {
                 *b = 1.0;
             }
@@ -1678,7 +1676,10 @@ mod tests {
         assert_eq!(place(text, "Sinai").as_deref(), Some("Mt Sinai"));
         assert_eq!(place(text, "Anne").as_deref(), Some("Ste.Anne"));
         assert_eq!(place("best. Agnes", ". Agnes").as_deref(), Some(". Agnes"));
-        assert_eq!(place("by St. Agnes", "St. Agnes").as_deref(), Some("St. Agnes"));
+        assert_eq!(
+            place("by St. Agnes", "St. Agnes").as_deref(),
+            Some("St. Agnes")
+        );
         // Departments and services are where a patient goes, not who or where they are.
         let text = "sent to nuclear med, then radiation therapy; seen by Johns Hopkins cardiology";
         assert_eq!(place(text, "nuclear med"), None);
@@ -1713,7 +1714,10 @@ mod tests {
             person_spans("Telephone update to Mrs Nicholson x2", &[0.0; 6]),
             ["Nicholson"]
         );
-        assert_eq!(person_spans("Drs Joseph and Robbinson", &[0.0; 4]), ["Joseph"]);
+        assert_eq!(
+            person_spans("Drs Joseph and Robbinson", &[0.0; 4]),
+            ["Joseph"]
+        );
         assert!(person_spans("Update to Dr. On call", &[0.0; 5]).is_empty());
         assert!(person_spans("Changes in MS. Aspiration risk", &[0.0; 5]).is_empty());
         assert!(person_spans("Changes in Ms. BP", &[0.0; 4]).is_empty());
