@@ -125,7 +125,9 @@ async fn canaries_never_reach_the_database_files() {
 
 #[tokio::test]
 async fn audit_outage_fails_closed_with_zero_egress() {
-    let veil = Veil::start_with(|c| c.audit.write_timeout_ms = 300).await;
+    // 1 s: long enough for the write after the outage when the whole suite loads the machine
+    // (300 ms failed there once), short enough to keep the test quick.
+    let veil = Veil::start_with(|c| c.audit.write_timeout_ms = 1000).await;
     // Another process holds the write lock: writes wait and time out.
     let url = format!("sqlite://{}", veil.db.display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
