@@ -2,10 +2,12 @@
 """Synthetic training data for the veil token classifier.
 
 Everything here is generated: Faker (many locales) supplies names, streets, cities and
-companies; the templates, clinical vocabulary and hard negatives are written in this file.
-No evaluation data is read.
+companies; the templates, clinical vocabulary and hard negatives are written in this file;
+with --drugs, medication lists also draw on the drug lexicon (drug_lexicon.py); with
+--templates, 10% of the examples come from presidio-evaluator's public sentence templates
+(PyPI, MIT; every fifth template held out). No evaluation data is read.
 
-usage: gen_data.py --n 60000 --seed 13 --out data/train.jsonl
+usage: gen_data.py --n 60000 --seed 13 [--drugs drugs.txt] [--templates templates.txt] --out data/train.jsonl
 
 Output lines: {"text", "spans": [{"start", "end", "label"}]} (Python string offsets).
 Labels: PERSON, LOCATION, ADDRESS, DATE, ORGANIZATION.
