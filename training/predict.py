@@ -95,10 +95,17 @@ def after_title(text, start):
         j -= 1
     if j == start:
         return None
-    if j > 0 and text[j - 1] == ".":
-        j -= 1
-    w = word_before(text, j)
-    return text[j - len(w):j] if w in TITLES else None
+    r = listed_word_before(text, j, TITLES)
+    return text[r[0]:r[1]] if r else None
+
+
+def listed_word_before(text, end, words):
+    """(start, end) of the `words` entry that text[:end] ends with, after an optional ".", when it is
+    not part of a longer token (word_before); else None."""
+    if end > 0 and text[end - 1] == ".":
+        end -= 1
+    w = word_before(text, end)
+    return (end - len(w), end) if w and w in words else None
 
 
 def capitalised(word):
@@ -199,10 +206,8 @@ def with_place_prefix(text, start):
     j = name
     while j > 0 and text[j - 1] in " \t":
         j -= 1
-    if j > 0 and text[j - 1] == ".":
-        j -= 1
-    w = word_before(text, j)
-    return j - len(w) if w and w in PLACE_PREFIXES else start
+    r = listed_word_before(text, j, PLACE_PREFIXES)
+    return r[0] if r else start
 
 
 # Words after which a four-digit number is a time of day, not a year ("at 2000", "approx 2030").

@@ -829,9 +829,15 @@ fn after_title(text: &str, start: usize) -> Option<&str> {
     if trimmed.len() == before.len() {
         return None;
     }
-    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
-    let title = word_before(trimmed).filter(|w| listed(TITLES, w))?;
-    trimmed.get(trimmed.len().checked_sub(title.len())?..)
+    listed_word_before(trimmed, TITLES).and_then(|r| text.get(r))
+}
+
+/// The byte range of the word of `list` that `prefix` ends with, after an optional `.`
+/// ("Dr." , "St"), when that word is not part of a longer token (see [`word_before`]).
+fn listed_word_before(prefix: &str, list: &[&str]) -> Option<std::ops::Range<usize>> {
+    let end = prefix.strip_suffix('.').unwrap_or(prefix).len();
+    let word = word_before(prefix.get(..end)?).filter(|w| !w.is_empty() && listed(list, w))?;
+    Some(end.checked_sub(word.len())?..end)
 }
 
 /// Whether `word` is written capitalised: an upper-case letter, then a lower-case one.
@@ -1253,22 +1259,16 @@ fn named_part(fragment: &str) -> Option<(usize, usize)> {
 const PLACE_PREFIXES: &[&str] = &["ft", "mt", "st", "ste"];
 
 /// Where a place's name starting at byte `start` really starts: at a `PLACE_PREFIXES` word right
-/// before it (then an optional `.`, then spaces or tabs), which the model often leaves out
-/// ("St. Agnes" tagged ". Agnes"); otherwise at the first letter or digit from `start`.
+/// before its first letter or digit (then an optional `.`, then spaces or tabs), which the model
+/// often leaves out ("St. Agnes" tagged ". Agnes"); otherwise at `start`.
 fn with_place_prefix(text: &str, start: usize) -> usize {
-    let Some(rest) = text.get(start..) else {
-        return start;
-    };
-    let name = start + rest.find(char::is_alphanumeric).unwrap_or(0);
-    let Some(before) = text.get(..name) else {
-        return start;
-    };
-    let trimmed = before.trim_end_matches([' ', '\t']);
-    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
-    match word_before(trimmed) {
-        Some(w) if !w.is_empty() && listed(PLACE_PREFIXES, &w) => trimmed.len() - w.len(),
-        _ => start,
-    }
+    let name = text
+        .get(start..)
+        .and_then(|rest| rest.find(char::is_alphanumeric))
+        .map_or(start, |i| start + i);
+    text.get(..name)
+        .and_then(|before| listed_word_before(before.trim_end_matches([' ', '\t']), PLACE_PREFIXES))
+        .map_or(start, |r| r.start)
 }
 
 /// Score a place or organisation span written all in lower case needs in text that capitalises
