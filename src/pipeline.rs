@@ -110,6 +110,9 @@ pub struct Trail {
     audit: AuditLog,
     decision: DecisionRecord,
     sealed: bool,
+    /// The decision went to the audit writer but its write failed or timed out; the writer keeps
+    /// and retries it, so only the outcome follows.
+    queued: bool,
     finished: bool,
     started: Instant,
     upstream_started: Option<Instant>,
@@ -137,6 +140,7 @@ impl Trail {
                 ..DecisionRecord::default()
             },
             sealed: false,
+            queued: false,
             finished: false,
             started: meta.started,
             upstream_started: None,
@@ -152,6 +156,7 @@ impl Trail {
                 Ok(s)
             }
             Err(e) => {
+                self.queued = true;
                 tracing::error!(request_id = %self.decision.request_id, error = %e, "decision not recorded; failing closed");
                 Err(ApiError::AuditUnavailable)
             }
@@ -193,11 +198,16 @@ impl Trail {
             .increment(1);
         let result = if self.sealed {
             self.audit.finish(record).await
+        } else if self.queued {
+            // The log is failing and the answer is already `audit_unavailable`: queue the outcome
+            // behind its decision without waiting a second time.
+            self.audit.record_detached(None, record);
+            Ok(())
         } else {
             self.audit.record(self.decision.clone(), record).await
         };
         if let Err(e) = result {
-            tracing::error!(request_id = %self.decision.request_id, error = %e, "outcome not recorded");
+            tracing::error!(request_id = %self.decision.request_id, error = %e, "outcome not recorded yet; the audit writer retries it");
         }
     }
 }
@@ -209,7 +219,7 @@ impl Drop for Trail {
         }
         // The request future was dropped: the client went away before the answer was sent.
         let record = self.outcome(499, "client_aborted", None, None);
-        let decision = (!self.sealed).then(|| self.decision.clone());
+        let decision = (!self.sealed && !self.queued).then(|| self.decision.clone());
         self.audit.record_detached(decision, record);
     }
 }
@@ -402,6 +412,7 @@ impl Trail {
             audit: self.audit.clone(),
             decision: self.decision.clone(),
             sealed: self.sealed,
+            queued: self.queued,
             finished: false,
             started: self.started,
             upstream_started: self.upstream_started,

@@ -8,15 +8,20 @@
 //! closed with `audit_unavailable`.
 //!
 //! One writer task owns the chain: it batches queued rows into one transaction (group commit),
-//! computes each row's hash from the previous one, and acknowledges every waiting request.
+//! computes each row's hash from the previous one, and acknowledges every waiting request. Rows
+//! whose write fails are kept, in order, and written first by the next attempt (retried with
+//! backoff while the database is down), so a request refused during an outage still leaves its
+//! decision and outcome once the database is back; the log is unhealthy from a failed or
+//! overdue write until a write succeeds again.
 
 mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -240,6 +245,8 @@ enum Row {
 struct Job {
     rows: Vec<Row>,
     ack: Option<oneshot::Sender<Result<(), AuditError>>>,
+    /// When the job was queued; a write is overdue by its oldest job's age.
+    queued: Instant,
 }
 
 /// Keyed digests of detected values, for correlation without storing them.
@@ -277,8 +284,52 @@ impl ValueDigester {
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
     timeout: Duration,
-    healthy: Arc<AtomicBool>,
+    health: Arc<Health>,
     store: Arc<dyn AuditStore>,
+}
+
+/// What the writer reports about its writes; read by [`AuditLog::is_healthy`].
+#[derive(Debug)]
+struct Health {
+    /// Whether the last finished write succeeded.
+    last_ok: AtomicBool,
+    /// Milliseconds after `epoch` (plus one) at which the oldest job of the running write was
+    /// queued; 0 when idle.
+    busy_since: AtomicU64,
+    epoch: Instant,
+}
+
+impl Health {
+    fn new() -> Self {
+        Self {
+            last_ok: AtomicBool::new(true),
+            busy_since: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn begin(&self, oldest: Instant) {
+        self.busy_since.store(self.ms(oldest), Ordering::Relaxed);
+    }
+
+    fn end(&self, ok: bool) {
+        self.last_ok.store(ok, Ordering::Relaxed);
+        self.busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The last write succeeded and none has been running for longer than `limit`.
+    fn is_healthy(&self, limit: Duration) -> bool {
+        let since = self.busy_since.load(Ordering::Relaxed);
+        let overdue = since != 0
+            && u128::from(self.ms(Instant::now()).saturating_sub(since)) >= limit.as_millis();
+        self.last_ok.load(Ordering::Relaxed) && !overdue
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -315,13 +366,13 @@ impl AuditLog {
         queue: usize,
     ) -> Result<(Self, WriterTask), AuditError> {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        let healthy = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(Health::new());
         let tail = store.tail().await?;
-        let task = tokio::spawn(writer(store.clone(), rx, tail, healthy.clone()));
+        let task = tokio::spawn(writer(store.clone(), rx, tail, health.clone()));
         let log = Self {
             tx,
             timeout,
-            healthy,
+            health,
             store,
         };
         let open = log.store.open_decisions().await?;
@@ -345,9 +396,10 @@ impl AuditLog {
         Ok((log, task))
     }
 
-    /// Whether the last write succeeded.
+    /// Whether the last write succeeded and no write has been running for longer than the
+    /// write timeout.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.health.is_healthy(self.timeout)
     }
 
     /// Checks that the database answers.
@@ -393,7 +445,11 @@ impl AuditLog {
             .map(|d| Row::Decision(Box::new(d)))
             .collect();
         rows.push(Row::Outcome(outcome));
-        let job = Job { rows, ack: None };
+        let job = Job {
+            rows,
+            ack: None,
+            queued: Instant::now(),
+        };
         if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
             let tx = self.tx.clone();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -416,6 +472,7 @@ impl AuditLog {
         let job = Job {
             rows,
             ack: Some(ack),
+            queued: Instant::now(),
         };
         // Queue synchronously when there is room, so that a caller dropped while waiting for
         // the acknowledgement cannot lose the record.
@@ -433,60 +490,110 @@ impl AuditLog {
         .await
         .unwrap_or(Err(AuditError::Timeout));
         if result.is_err() {
-            self.healthy.store(false, Ordering::Relaxed);
             metrics::counter!("veil_audit_write_failures_total").increment(1);
         }
         result
     }
 }
 
-/// Most rows written in one transaction.
+/// Most jobs gathered into one transaction (rows kept for retry come on top).
 const MAX_BATCH: usize = 256;
+/// Most rows kept for retry while the database fails; beyond it the oldest are dropped (logged
+/// and counted in `veil_audit_rows_dropped_total`).
+const MAX_PENDING: usize = 10_000;
+/// First and longest wait before retrying rows whose write failed.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 async fn writer(
     store: Arc<dyn AuditStore>,
     mut rx: mpsc::Receiver<Job>,
     mut tail: Option<(i64, String)>,
-    healthy: Arc<AtomicBool>,
+    health: Arc<Health>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
+    // Rows of failed writes, oldest first; written before anything newer.
+    let mut pending: VecDeque<Row> = VecDeque::new();
+    let mut backoff = RETRY_MIN;
+    let mut open = true;
+    loop {
+        let mut jobs = Vec::new();
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(job) => jobs.push(job),
+                None => break,
+            }
+        } else if open {
+            // Retry when the backoff ends, or at once when new rows arrive.
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => jobs.push(job),
+                    None => open = false,
+                },
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
+        let new_rows: Vec<Row> = jobs
+            .iter_mut()
+            .flat_map(|job| std::mem::take(&mut job.rows))
+            .collect();
+        pending.extend(new_rows);
+
         let (mut seq, mut prev) = tail.clone().unwrap_or((0, GENESIS.to_owned()));
         let ts = now();
-        let mut rows = Vec::new();
-        for job in &jobs {
-            for row in &job.rows {
-                seq += 1;
-                let stored = to_stored(row, seq, &prev, &ts);
-                prev = stored.hash.clone();
-                rows.push(stored);
-            }
+        let mut rows = Vec::with_capacity(pending.len());
+        for row in &pending {
+            seq += 1;
+            let stored = to_stored(row, seq, &prev, &ts);
+            prev = stored.hash.clone();
+            rows.push(stored);
         }
+        health.begin(
+            jobs.iter()
+                .map(|job| job.queued)
+                .min()
+                .unwrap_or_else(Instant::now),
+        );
         let result = store.append(&rows).await;
+        health.end(result.is_ok());
         match &result {
             Ok(()) => {
                 tail = Some((seq, prev));
-                healthy.store(true, Ordering::Relaxed);
+                pending.clear();
+                backoff = RETRY_MIN;
             }
             Err(e) => {
-                tracing::error!(error = %e, rows = rows.len(), "audit write failed");
-                healthy.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, rows = rows.len(), "audit write failed; rows kept for retry");
                 // The transaction rolled back; re-read the tail so the chain stays exact.
                 if let Ok(t) = store.tail().await {
                     tail = t;
                 }
+                if pending.len() > MAX_PENDING {
+                    let dropped = pending.len() - MAX_PENDING;
+                    pending.drain(..dropped);
+                    tracing::error!(dropped, "audit retry buffer full; oldest rows dropped");
+                    metrics::counter!("veil_audit_rows_dropped_total").increment(dropped as u64);
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
             }
         }
         for job in jobs {
             if let Some(ack) = job.ack {
                 let _ = ack.send(result.clone());
             }
+        }
+        if !open && result.is_err() {
+            tracing::error!(
+                rows = pending.len(),
+                "audit writer stopping with rows it could not write"
+            );
+            metrics::counter!("veil_audit_rows_dropped_total").increment(pending.len() as u64);
+            break;
         }
     }
 }
@@ -618,6 +725,135 @@ mod tests {
         let mut swapped = rows;
         swapped.swap(3, 4);
         assert!(!verify(&swapped).is_empty());
+    }
+
+    /// SQLite underneath; `append` fails while `down` is set and first sleeps `stall` ms.
+    struct Flaky {
+        inner: SqliteStore,
+        down: AtomicBool,
+        stall: AtomicU64,
+    }
+
+    impl AuditStore for Flaky {
+        fn tail(&self) -> BoxFuture<'_, Result<Option<(i64, String)>, AuditError>> {
+            self.inner.tail()
+        }
+        fn append<'a>(&'a self, rows: &'a [StoredRow]) -> BoxFuture<'a, Result<(), AuditError>> {
+            Box::pin(async move {
+                let stall = self.stall.load(Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(stall)).await;
+                if self.down.load(Ordering::Relaxed) {
+                    return Err(AuditError::Database("database is locked".into()));
+                }
+                self.inner.append(rows).await
+            })
+        }
+        fn open_decisions(&self) -> BoxFuture<'_, Result<Vec<String>, AuditError>> {
+            self.inner.open_decisions()
+        }
+        fn rows(&self) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>> {
+            self.inner.rows()
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>> {
+            self.inner.ping()
+        }
+    }
+
+    async fn flaky(timeout_ms: u64) -> (AuditLog, Arc<Flaky>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("a.db");
+        let inner = SqliteStore::open(&path.display().to_string())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(Flaky {
+            inner,
+            down: AtomicBool::new(false),
+            stall: AtomicU64::new(0),
+        });
+        let (log, _task) =
+            AuditLog::with_store(store.clone(), Duration::from_millis(timeout_ms), 16)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        (log, store, dir)
+    }
+
+    fn decision(id: &str) -> DecisionRecord {
+        DecisionRecord {
+            request_id: id.into(),
+            action: "allow".into(),
+            ..Default::default()
+        }
+    }
+
+    fn outcome(id: &str, outcome: &str) -> OutcomeRecord {
+        OutcomeRecord {
+            request_id: id.into(),
+            outcome: outcome.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn wait_rows(log: &AuditLog, n: usize) -> Vec<StoredRow> {
+        for _ in 0..200 {
+            let rows = log.rows().await.unwrap_or_else(|e| panic!("{e}"));
+            if rows.len() >= n {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        log.rows().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn rows_of_a_failed_write_are_retried_in_order_once_the_database_is_back() {
+        let (log, store, _dir) = flaky(1000).await;
+        log.record(decision("before"), outcome("before", "completed"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.down.store(true, Ordering::Relaxed);
+        assert!(log.seal(decision("during"), ()).await.is_err());
+        log.record_detached(None, outcome("during", "audit_unavailable"));
+        assert!(!log.is_healthy(), "a failed write makes the log unhealthy");
+        store.down.store(false, Ordering::Relaxed);
+        // No new request: the writer retries by itself.
+        let rows = wait_rows(&log, 4).await;
+        let kinds: Vec<_> = rows
+            .iter()
+            .map(|r| (r.request_id.as_str(), r.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("before", "decision"),
+                ("before", "outcome"),
+                ("during", "decision"),
+                ("during", "outcome")
+            ]
+        );
+        assert!(verify(&rows).is_empty());
+        assert!(log.is_healthy(), "healthy again after a successful write");
+        log.record(decision("after"), outcome("after", "completed"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = log.rows().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 6, "every row written exactly once");
+        assert!(verify(&rows).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_overdue_write_is_unhealthy_until_it_finishes() {
+        let (log, store, _dir) = flaky(100).await;
+        store.stall.store(400, Ordering::Relaxed);
+        assert!(matches!(
+            log.seal(decision("slow"), ()).await,
+            Err(AuditError::Timeout)
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!log.is_healthy(), "a write running past the timeout");
+        store.stall.store(0, Ordering::Relaxed);
+        let rows = wait_rows(&log, 1).await;
+        assert_eq!(rows.len(), 1, "the slow write still lands, once");
+        assert!(log.is_healthy());
     }
 
     #[tokio::test]

@@ -125,8 +125,7 @@ async fn canaries_never_reach_the_database_files() {
 
 #[tokio::test]
 async fn audit_outage_fails_closed_with_zero_egress() {
-    // 1 s: long enough for the write after the outage when the whole suite loads the machine
-    // (300 ms failed there once), short enough to keep the test quick.
+    // 1 s: room for the write after the outage when the whole suite loads the machine.
     let veil = Veil::start_with(|c| c.audit.write_timeout_ms = 1000).await;
     // Another process holds the write lock: writes wait and time out.
     let url = format!("sqlite://{}", veil.db.display());
@@ -138,6 +137,10 @@ async fn audit_outage_fails_closed_with_zero_egress() {
         .unwrap();
     let resp = veil.chat(KEY_DEFAULT, user("hello there")).await;
     assert_eq!(resp.status(), 503);
+    let refused = resp.headers()["x-veil-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "audit_unavailable");
     assert_eq!(
@@ -149,8 +152,30 @@ async fn audit_outage_fails_closed_with_zero_egress() {
     assert_eq!(ready.status(), 503);
     sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
     drop(conn);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The writer retries the refused request's rows by itself and becomes ready again.
+    let mut ready = false;
+    for _ in 0..100 {
+        let resp = veil.client.get(veil.url("/readyz")).send().await.unwrap();
+        if resp.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz recovers once the database is back");
     let resp = veil.chat(KEY_DEFAULT, user("hello again")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(veil.mock.hits(), 1);
+    // The refused request left exactly one decision and one outcome, in order.
+    let rows = veil.wait_rows(4).await;
+    let trail: Vec<_> = rows
+        .iter()
+        .filter(|r| r.request_id == refused)
+        .map(|r| (r.kind.as_str(), r.outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        trail,
+        [("decision", None), ("outcome", Some("audit_unavailable"))]
+    );
+    assert!(veil::audit::verify(&rows).is_empty(), "hash chain intact");
 }
