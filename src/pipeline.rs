@@ -110,8 +110,8 @@ pub struct Trail {
     audit: AuditLog,
     decision: DecisionRecord,
     sealed: bool,
-    /// The decision went to the audit writer but its write failed or timed out; the writer keeps
-    /// and retries it, so only the outcome follows.
+    /// The decision went to the audit writer (which keeps and retries it if the write fails), so
+    /// only the outcome follows, also when the request is dropped while the seal is pending.
     queued: bool,
     finished: bool,
     started: Instant,
@@ -149,6 +149,7 @@ impl Trail {
 
     /// Makes the decision durable and returns the payload as proof.
     async fn seal<T>(&mut self, payload: T) -> Result<Sealed<T>, ApiError> {
+        self.queued = true;
         match self.audit.seal(self.decision.clone(), payload).await {
             Ok(s) => {
                 self.sealed = true;
@@ -156,7 +157,6 @@ impl Trail {
                 Ok(s)
             }
             Err(e) => {
-                self.queued = true;
                 tracing::error!(request_id = %self.decision.request_id, error = %e, "decision not recorded; failing closed");
                 Err(ApiError::AuditUnavailable)
             }
