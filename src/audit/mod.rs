@@ -161,7 +161,8 @@ pub struct StoredRow {
     pub request_id: String,
     /// `decision` or `outcome`.
     pub kind: String,
-    /// RFC 3339 timestamp.
+    /// RFC 3339 timestamp (UTC) of when the row was queued — the moment of the request, even
+    /// when an outage delayed its write.
     pub ts: String,
     /// Tenant column.
     pub tenant: Option<String>,
@@ -247,6 +248,8 @@ struct Job {
     ack: Option<oneshot::Sender<Result<(), AuditError>>>,
     /// When the job was queued; a write is overdue by its oldest job's age.
     queued: Instant,
+    /// The same moment as wall-clock time: the rows' timestamp, however late they are written.
+    ts: String,
 }
 
 /// Keyed digests of detected values, for correlation without storing them.
@@ -449,6 +452,7 @@ impl AuditLog {
             rows,
             ack: None,
             queued: Instant::now(),
+            ts: now(),
         };
         if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
             let tx = self.tx.clone();
@@ -473,6 +477,7 @@ impl AuditLog {
             rows,
             ack: Some(ack),
             queued: Instant::now(),
+            ts: now(),
         };
         // Queue synchronously when there is room, so that a caller dropped while waiting for
         // the acknowledgement cannot lose the record.
@@ -511,8 +516,9 @@ async fn writer(
     mut tail: Option<(i64, String)>,
     health: Arc<Health>,
 ) {
-    // Rows of failed writes, oldest first; written before anything newer.
-    let mut pending: VecDeque<Row> = VecDeque::new();
+    // Rows of failed writes with the time they were queued, oldest first; written before
+    // anything newer.
+    let mut pending: VecDeque<(Row, String)> = VecDeque::new();
     let mut backoff = RETRY_MIN;
     let mut open = true;
     loop {
@@ -538,18 +544,20 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        let new_rows: Vec<Row> = jobs
-            .iter_mut()
-            .flat_map(|job| std::mem::take(&mut job.rows))
-            .collect();
-        pending.extend(new_rows);
+        for job in &mut jobs {
+            let ts = std::mem::take(&mut job.ts);
+            pending.extend(
+                std::mem::take(&mut job.rows)
+                    .into_iter()
+                    .map(|row| (row, ts.clone())),
+            );
+        }
 
         let (mut seq, mut prev) = tail.clone().unwrap_or((0, GENESIS.to_owned()));
-        let ts = now();
         let mut rows = Vec::with_capacity(pending.len());
-        for row in &pending {
+        for (row, ts) in &pending {
             seq += 1;
-            let stored = to_stored(row, seq, &prev, &ts);
+            let stored = to_stored(row, seq, &prev, ts);
             prev = stored.hash.clone();
             rows.push(stored);
         }
@@ -813,7 +821,10 @@ mod tests {
         store.down.store(true, Ordering::Relaxed);
         assert!(log.seal(decision("during"), ()).await.is_err());
         log.record_detached(None, outcome("during", "audit_unavailable"));
+        let queued_by = time::OffsetDateTime::now_utc();
         assert!(!log.is_healthy(), "a failed write makes the log unhealthy");
+        // The outage lasts: the writer's retries fail for a while.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         store.down.store(false, Ordering::Relaxed);
         // No new request: the writer retries by itself.
         let rows = wait_rows(&log, 4).await;
@@ -830,6 +841,17 @@ mod tests {
                 ("during", "outcome")
             ]
         );
+        for row in rows.iter().filter(|r| r.request_id == "during") {
+            let ts = time::OffsetDateTime::parse(
+                &row.ts,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                ts <= queued_by,
+                "a retried row keeps the time it was queued, not the retry's"
+            );
+        }
         assert!(verify(&rows).is_empty());
         assert!(log.is_healthy(), "healthy again after a successful write");
         log.record(decision("after"), outcome("after", "completed"))
