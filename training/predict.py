@@ -25,7 +25,7 @@ Decoding (see models/README.md, "Decoding rules"):
     optional ".", then spaces or tabs) whose s(PERSON) >= TITLE_MIN (0.1) gets p(B-PERSON) = 1,
     p(I-PERSON) = 0: a title is strong evidence, so a weak name score after it suffices.
     (iii) likewise a word right after a relation (RELATIONS: son, dtr, wife, ...; one to three
-    spaces, tabs, commas, hyphens or colons between) whose s(PERSON) >= RELATION_MIN (0.3) and which
+    spaces, tabs, commas, hyphens or colons between) whose s(PERSON) >= RELATION_MIN (0.1) and which
     is not in COMMON_WORDS.
  4b. Hysteresis: a word that is not an entity word but whose type X* equals that of an adjacent entity
     word, with s(X*) >= extend[X*] (manifest [extend], default: the threshold itself) and no line break
@@ -134,7 +134,7 @@ have had will would can could should may might must do does did to of in on at b
 about into who what when where which that this these those he she they we you i it his her their our your my me him
 them us called visited came went left says said aware updated present here there home today tonight yesterday
 tomorrow very well all any some one two three""".split())
-RELATION_MIN = 0.3
+RELATION_MIN = 0.1
 
 
 def after_relation(text, start):
