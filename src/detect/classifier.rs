@@ -1005,8 +1005,8 @@ const COMMON_WORDS: &[&str] = &[
 ];
 
 /// The PERSON score from which a word right after a relation is a name: a relation is evidence
-/// like a title, so a weak name score suffices (0.3 until 2026-12-03; 0.1 found "son Bill" and
-/// "dtr suzette" in long notes with no new false positive on the dev sets).
+/// like a title, so a weak name score suffices (0.3 until 2026-12-03; 0.1 found two more names
+/// after relations in long physionet dev notes with no new false positive on the dev sets).
 const RELATION_MIN: f32 = 0.1;
 
 /// Whether the word starting at byte `start` follows a relation with one to three spaces, tabs,
