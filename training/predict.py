@@ -135,6 +135,23 @@ about into who what when where which that this these those he she they we you i 
 them us called visited came went left says said aware updated present here there home today tonight yesterday
 tomorrow very well all any some one two three""".split())
 RELATION_MIN = 0.1
+# Professional credentials written after a signature ("T. Reyes CRT", "ANA VOSS RRT"), upper case.
+CREDENTIALS = frozenset("""RN LPN NP PA MD CRT RRT RT CNA SW MSW LICSW LCSW RD CCRN BSN MSN APRN CRNA DNP SN""".split())
+
+
+def credential_surname(text, words, j, k, person_min):
+    """Step 4a (iv): whether word j is a surname between a name and a credential: it starts with an
+    upper-case letter, is all letters (two or more), no common word and no credential; the next word
+    is an upper-case credential with only spaces, tabs or commas between; the previous word, on the
+    same line and not touching it, has s(PERSON) >= the PERSON threshold."""
+    if j == 0 or j + 1 >= len(words):
+        return False
+    a, b = words[j][0], words[j][1]
+    word, nxt = text[a:b], text[words[j + 1][0]:words[j + 1][1]]
+    before, after = text[words[j - 1][1]:a], text[b:words[j + 1][0]]
+    return (len(word) >= 2 and word.isalpha() and word[0].isupper() and word.lower() not in COMMON_WORDS
+            and word.upper() not in CREDENTIALS and nxt in CREDENTIALS and after.strip(" \t,") == ""
+            and before != "" and "\n" not in before and words[j - 1][2][k] >= person_min)
 
 
 def after_relation(text, start):
@@ -517,6 +534,15 @@ class Classifier:
                     s[k], pb[k], pi[k] = 1.0, 1.0, 0.0
                     w = (w[0], w[1], s, pb, pi)
                 nw.append(w)
+            words = nw
+            # step 4a (iv): a surname between a name word and a credential continues the name
+            person_min = th.get("PERSON", 0.5)
+            nw = list(words)
+            for j, w in enumerate(words):
+                if credential_surname(text, words, j, k, person_min):
+                    s, pb, pi = w[2].copy(), w[3].copy(), w[4].copy()
+                    s[k], pb[k], pi[k] = 1.0, 0.0, 1.0
+                    nw[j] = (w[0], w[1], s, pb, pi)
             words = nw
         ks = [int(np.argmax(s)) for _, _, s, _, _ in words]
         sc = [float(w[2][k]) for w, k in zip(words, ks)]

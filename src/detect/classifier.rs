@@ -353,6 +353,8 @@ impl Classifier {
             no_names_in_abbreviations(text, &mut words, k);
             no_names_in_common_nouns(text, &mut words, k);
             names_after_cues(text, &mut words, k);
+            let person_min = thresholds.get(k).copied().unwrap_or(1.0);
+            surnames_before_credentials(text, &mut words, k, person_min);
         }
         let mut found: Vec<Finding> = self
             .decode(text, &words, &thresholds, &lows)
@@ -1042,6 +1044,56 @@ fn names_after_cues(text: &str, words: &mut [Word], person: usize) {
             }
             if let Some(i) = w.pi.get_mut(person) {
                 *i = 0.0;
+            }
+        }
+    }
+}
+
+/// Professional credentials written after a signature ("T. Reyes CRT"), upper case, sorted.
+const CREDENTIALS: &[&str] = &[
+    "APRN", "BSN", "CCRN", "CNA", "CRNA", "CRT", "DNP", "LCSW", "LICSW", "LPN", "MD", "MSN", "MSW",
+    "NP", "PA", "RD", "RN", "RRT", "RT", "SN", "SW",
+];
+
+/// Step 4a (iv) of the decoding rules: a surname between a name word and a credential continues
+/// the name ("Tomas Reyes CRT", where the model scored the surname low). The word starts with an
+/// upper-case letter, is all letters (two or more), no common word and no credential; the next word
+/// is an upper-case credential with only spaces, tabs or commas between; the previous word, on the
+/// same line and not touching it, has a PERSON score of at least `person_min` (the PERSON
+/// threshold). Such a word gets `p(B-PERSON) = 0`, `p(I-PERSON) = 1`.
+fn surnames_before_credentials(text: &str, words: &mut [Word], person: usize, person_min: f32) {
+    let score = |w: &Word| {
+        w.pb.get(person).copied().unwrap_or(0.0) + w.pi.get(person).copied().unwrap_or(0.0)
+    };
+    for j in 1..words.len().saturating_sub(1) {
+        let (Some(prev), Some(w), Some(next)) = (words.get(j - 1), words.get(j), words.get(j + 1))
+        else {
+            continue;
+        };
+        let word = text.get(w.start..w.end).unwrap_or_default();
+        let credential = text.get(next.start..next.end).unwrap_or_default();
+        let before = text.get(prev.end..w.start).unwrap_or_default();
+        let after = text.get(w.end..next.start).unwrap_or_default();
+        let surname = word.chars().count() >= 2
+            && word.chars().all(char::is_alphabetic)
+            && word.chars().next().is_some_and(char::is_uppercase)
+            && !listed(COMMON_WORDS, word)
+            && CREDENTIALS
+                .binary_search(&word.to_uppercase().as_str())
+                .is_err();
+        if surname
+            && CREDENTIALS.binary_search(&credential).is_ok()
+            && after.trim_matches([' ', '\t', ',']).is_empty()
+            && !before.is_empty()
+            && !before.contains('\n')
+            && score(prev) >= person_min
+            && let Some(w) = words.get_mut(j)
+        {
+            if let Some(b) = w.pb.get_mut(person) {
+                *b = 0.0;
+            }
+            if let Some(i) = w.pi.get_mut(person) {
+                *i = 1.0;
             }
         }
     }
@@ -1747,6 +1799,43 @@ mod tests {
         assert!(after_relation("GRAND DAUGHTER-", 15) && !after_relation("stepson ", 8));
         assert!(RELATIONS.windows(2).all(|w| w[0] < w[1]));
         assert!(COMMON_WORDS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_surname_before_a_credential_continues_the_name() {
+        assert!(CREDENTIALS.windows(2).all(|w| w[0] < w[1]), "sorted");
+        let person_spans = |text: &str, scores: &[f32]| {
+            let mut w = words(text, scores);
+            surnames_before_credentials(text, &mut w, 0, 0.8);
+            decode(text, &w, &[0.8, 0.8], &[0.8, 0.8])
+                .into_iter()
+                .map(|(a, b, ..)| text[a..b].to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            person_spans("signed Tomas Reyes CRT", &[0.0, 0.9, 0.1, 0.0]),
+            ["Tomas Reyes"]
+        );
+        assert_eq!(
+            person_spans("ANA VOSS RRT", &[0.9, 0.2, 0.0]),
+            ["ANA VOSS"]
+        );
+        // No name before it, a name on the line above, a lower-case credential, a common word or
+        // a credential in the surname's place: nothing changes.
+        assert!(person_spans("signed Tomas Reyes CRT", &[0.0, 0.5, 0.1, 0.0]).is_empty());
+        assert_eq!(
+            person_spans("Tomas\nReyes CRT", &[0.9, 0.1, 0.0]),
+            ["Tomas"]
+        );
+        assert_eq!(
+            person_spans("Tomas Reyes crt", &[0.9, 0.1, 0.0]),
+            ["Tomas"]
+        );
+        assert_eq!(
+            person_spans("Tomas Aware RN", &[0.9, 0.1, 0.0]),
+            ["Tomas"]
+        );
+        assert_eq!(person_spans("Tomas NP RN", &[0.9, 0.1, 0.0]), ["Tomas"]);
     }
 
     #[test]
