@@ -106,12 +106,17 @@ impl Run<'_> {
         } else {
             !internal_ws && self.sep(i - 1).contains(&b' ')
         };
-        let right = if j + 1 >= self.n {
+        left && self.clean_right(j, internal_ws)
+    }
+
+    /// Whether group `j` ends the run with nothing glued to it on the right (or, unless
+    /// `internal_ws`, a space-separated group follows).
+    fn clean_right(&self, j: usize, internal_ws: bool) -> bool {
+        if j + 1 >= self.n {
             !self.glued_right
         } else {
             !internal_ws && self.sep(j).contains(&b' ')
-        };
-        left && right
+        }
     }
 }
 
@@ -467,7 +472,11 @@ fn numeric_dates(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
                 continue;
             }
             let (a, b) = (run.sep(i), run.sep(i + 1));
-            if a != b || !matches!(a, b"/" | b"-" | b".") || !run.clean(i, j, false) {
+            // A slashed date may touch a word on its left ("labs on10/14/82", a space lost in
+            // fast typing): the calendar check below keeps that safe.
+            let glued_word = i == 0 && a == b"/" && run.glued_left && run.clean_right(j, false);
+            if a != b || !matches!(a, b"/" | b"-" | b".") || !(run.clean(i, j, false) || glued_word)
+            {
                 continue;
             }
             let (l0, l1, l2) = (run.len(i), run.len(i + 1), run.len(j));
