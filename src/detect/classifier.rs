@@ -1816,10 +1816,7 @@ mod tests {
             person_spans("signed Tomas Reyes CRT", &[0.0, 0.9, 0.1, 0.0]),
             ["Tomas Reyes"]
         );
-        assert_eq!(
-            person_spans("ANA VOSS RRT", &[0.9, 0.2, 0.0]),
-            ["ANA VOSS"]
-        );
+        assert_eq!(person_spans("ANA VOSS RRT", &[0.9, 0.2, 0.0]), ["ANA VOSS"]);
         // No name before it, a name on the line above, a lower-case credential, a common word or
         // a credential in the surname's place: nothing changes.
         assert!(person_spans("signed Tomas Reyes CRT", &[0.0, 0.5, 0.1, 0.0]).is_empty());
@@ -1827,14 +1824,8 @@ mod tests {
             person_spans("Tomas\nReyes CRT", &[0.9, 0.1, 0.0]),
             ["Tomas"]
         );
-        assert_eq!(
-            person_spans("Tomas Reyes crt", &[0.9, 0.1, 0.0]),
-            ["Tomas"]
-        );
-        assert_eq!(
-            person_spans("Tomas Aware RN", &[0.9, 0.1, 0.0]),
-            ["Tomas"]
-        );
+        assert_eq!(person_spans("Tomas Reyes crt", &[0.9, 0.1, 0.0]), ["Tomas"]);
+        assert_eq!(person_spans("Tomas Aware RN", &[0.9, 0.1, 0.0]), ["Tomas"]);
         assert_eq!(person_spans("Tomas NP RN", &[0.9, 0.1, 0.0]), ["Tomas"]);
     }
 
