@@ -7,7 +7,8 @@
 # Environment knobs: N_EXAMPLES (default 60000), LAYERS (3), MINUTES (training wall-clock cap, 90), LR (1.5e-4),
 # EPOCHS (3; about 7,000 steps, 70 min on 2 quiet cores; the time cap ends a slower run first), PACK (share of short examples packed into long
 # windows, 0), SEQ (inference window incl. [CLS]/[SEP], 128), STRIDE (96), SEED (13), MAX_FPR (0.14), PUBLIC_TEMPLATES (0),
-# SHARED (../../shared).
+# SHARED (../../shared), TEACHER (an exported classifier's model.onnx to distil from; none by
+# default), ALPHA (0.5, weight of the gold labels when distilling), TEMP (2.0).
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
@@ -24,6 +25,9 @@ STRIDE=${STRIDE:-96}
 SEED=${SEED:-13}
 MAX_FPR=${MAX_FPR:-0.14}
 PUBLIC_TEMPLATES=${PUBLIC_TEMPLATES:-0}
+TEACHER=${TEACHER:-}
+ALPHA=${ALPHA:-0.5}
+TEMP=${TEMP:-2.0}
 VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v3}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
@@ -71,9 +75,15 @@ $PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
 log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
 $PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
 
+DISTIL_ARGS=()
+if [ -n "$TEACHER" ]; then
+  # Copied first: OUT may be the teacher's own directory, which export.py overwrites.
+  cp "$TEACHER" runs/teacher.onnx
+  DISTIL_ARGS=(--teacher runs/teacher.onnx --alpha "$ALPHA" --temp "$TEMP")
+fi
 log "training L$LAYERS for at most $MINUTES min"
 nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final --layers "$LAYERS" --win $((SEQ - 2)) --pack "$PACK" \
-  --epochs "$EPOCHS" --lr "$LR" --max-minutes "$MINUTES" --seed "$SEED" --threads 2 2>&1 | grep --line-buffered -v -i warning
+  --epochs "$EPOCHS" --lr "$LR" --max-minutes "$MINUTES" --seed "$SEED" --threads 2 "${DISTIL_ARGS[@]}" 2>&1 | grep --line-buffered -v -i warning
 
 log "exporting and quantizing"
 $PY export.py --ckpt runs/final --base "$BASE" --out "$OUT"

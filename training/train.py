@@ -2,10 +2,16 @@
 """Fine-tune a truncated MiniLM (first N transformer layers) as a BIO token classifier.
 
 usage: train.py --data data/train.jsonl --base BASE_DIR --out runs/x --layers 3 [--max-steps N] [--max-minutes M]
+                [--teacher MODEL.onnx --alpha A --temp T]
 
 The tokenizer is the base model's uncased WordPiece (tokenizer.json). Every word-piece of an
 entity gets a label (B- on the first piece of the entity, I- on the rest); [CLS]/[SEP]/padding
 are ignored in the loss.
+
+With --teacher (an exported classifier, e.g. the shipped 3-layer model), the student is
+distilled: its loss is alpha * cross-entropy on the gold BIO labels + (1 - alpha) * T^2 *
+KL(teacher || student) on the teacher's temperature-T softmax over the same windows. The teacher's
+logits are computed once, before training, with onnxruntime.
 """
 import argparse, json, math, os, random, time
 
@@ -79,6 +85,34 @@ def pack(items, win, frac, rng):
     return rest + out
 
 
+def teacher_logits(path, items, threads, bs=64):
+    """The teacher's logits for every window (float16, one [len, labels] array per window)."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+    out = [None] * len(items)
+    t0 = time.time()
+    for k in range(0, len(order), bs):
+        sel = order[k:k + bs]
+        ids, att, _ = collate(items, sel)
+        logits = sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": att.numpy()})[0]
+        for r, i in enumerate(sel):
+            out[i] = logits[r, 1:1 + len(items[i][0])].astype(np.float16)
+        if k // bs % 200 == 0:
+            print(f"teacher {k}/{len(order)} windows {(time.time() - t0) / 60:.1f} min", flush=True)
+    return out
+
+
+def distill_loss(student, teacher, lab, temp):
+    """T^2 * KL(teacher_T || student_T), averaged over the labelled positions."""
+    keep = lab != -100
+    s = torch.log_softmax(student[keep] / temp, dim=-1)
+    t = torch.log_softmax(teacher[keep] / temp, dim=-1)
+    return torch.nn.functional.kl_div(s, t, log_target=True, reduction="batchmean") * temp * temp
+
+
 def batches(items, bs, rng):
     """Length-bucketed shuffled batches."""
     idx = list(range(len(items)))
@@ -107,6 +141,13 @@ def collate(items, sel):
     return torch.from_numpy(ids), torch.from_numpy(att), torch.from_numpy(lab)
 
 
+def collate_teacher(soft, sel, n, c):
+    out = np.zeros((len(sel), n, c), dtype=np.float32)
+    for r, i in enumerate(sel):
+        out[r, 1:1 + len(soft[i])] = soft[i]
+    return torch.from_numpy(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -122,6 +163,9 @@ def main():
     ap.add_argument("--max-minutes", type=float, default=0)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--teacher", help="ONNX classifier to distil from (same labels and tokenizer)")
+    ap.add_argument("--alpha", type=float, default=0.5, help="weight of the gold-label loss when distilling")
+    ap.add_argument("--temp", type=float, default=2.0, help="distillation temperature")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -137,6 +181,7 @@ def main():
     n_raw = len(items)
     items = pack(items, a.win, a.pack, rng)
     print(f"{n_raw} windows, {len(items)} after packing", flush=True)
+    soft = teacher_logits(a.teacher, items, a.threads) if a.teacher else None
 
     model = BertForTokenClassification.from_pretrained(
         a.base, num_hidden_layers=a.layers, num_labels=len(LABELS),
@@ -175,13 +220,17 @@ def main():
         for sel in batches(items, a.bs, rng):
             ids, att, lab = collate(items, sel)
             out = model(input_ids=ids, attention_mask=att, labels=lab)
-            out.loss.backward()
+            loss = out.loss
+            if soft is not None:
+                t = collate_teacher(soft, sel, ids.shape[1], len(LABELS))
+                loss = a.alpha * loss + (1 - a.alpha) * distill_loss(out.logits, t, lab, a.temp)
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             for g in opt.param_groups:
                 g["lr"] = lr_at(progress(step, time.time() - t0))
             opt.step(); opt.zero_grad(set_to_none=True)
             step += 1
-            run_loss += out.loss.item()
+            run_loss += loss.item()
             if step % 50 == 0:
                 el = time.time() - t0
                 print(f"step {step}/{total} loss {run_loss / 50:.4f} lr {opt.param_groups[0]['lr']:.2e} {el / 60:.1f} min", flush=True)
