@@ -472,7 +472,7 @@ fn numeric_dates(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
                 continue;
             }
             let (a, b) = (run.sep(i), run.sep(i + 1));
-            // A slashed date may touch a word on its left ("labs on10/14/82", a space lost in
+            // A slashed date may touch a word on its left ("drawn on03/11/79", a space lost in
             // fast typing): the calendar check below keeps that safe.
             let glued_word = i == 0 && a == b"/" && run.glued_left && run.clean_right(j, false);
             if a != b || !matches!(a, b"/" | b"-" | b".") || !(run.clean(i, j, false) || glued_word)
