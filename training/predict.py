@@ -81,7 +81,7 @@ DOTTED_ABBR = re.compile(
     r"|s\.p|h\.o|c\.o|r\.o|d\.c|f\.u|w\.u|s\.c|o\.d|o\.s|o\.u|a\.c|p\.c|h\.s|d\.o\.b|m\.d|r\.n)\.?")
 
 
-# Titles before a name ("Dr. Nieds", "MRS NICHOLSON", "dr. noone").
+# Titles before a name ("Dr. Varga", "MRS OKONKWO", "dr. quill").
 TITLES = frozenset("dr dra drs mr mrs ms mx miss prof sr sra srta mme herr frau".split())
 TITLE_MIN = 0.1
 
@@ -124,7 +124,7 @@ def word_before(text, end):
     return text[j:end].lower()
 
 
-# Family and care relations before a name ("dtr suzette", "Son, Ed,", "GRAND DAUGHTER-LUCI"), and
+# Family and care relations before a name ("dtr marisol", "Son, Al,", "GRAND DAUGHTER-TESSA"), and
 # common words that are never taken for that name ("brother just turned", "son called").
 RELATIONS = frozenset("""son sons daughter daughters dtr dau wife husband hus sister sisters brother brothers sis bro
 mother father mom dad niece nephew grandson granddaughter grandaughter friend fiance fiancee partner spouse aunt
@@ -188,8 +188,8 @@ def named_part(frag):
     """The part of a LOCATION or ORGANIZATION fragment that names something, as (start, end) in
     the fragment: all of it if it has no word (run of letters), None if every word is generic
     (GENERIC_PLACE). Otherwise EDGE_WORDS at either end are cut off with what separates them from the rest,
-    so that the part starts or ends with a letter or digit where it was cut ("the Keeley house"
-    -> "Keeley house", "St. Agnes, the" -> "St. Agnes")."""
+    so that the part starts or ends with a letter or digit where it was cut ("the Harlow house"
+    -> "Harlow house", "St. Brigid, the" -> "St. Brigid")."""
     words = [m.span() for m in re.finditer(r"[^\W\d_]+", frag)]
     if not words:
         return 0, len(frag)
@@ -207,14 +207,14 @@ def named_part(frag):
     return start, end
 
 
-# Abbreviations that begin a place's name ("St. Agnes", "Mt Sinai", "Ft. Worth").
+# Abbreviations that begin a place's name ("St. Brigid", "Mt Sinai", "Ft. Worth").
 PLACE_PREFIXES = frozenset("ft mt st ste".split())
 
 
 def with_place_prefix(text, start):
     """Where a place's name starting at `start` really starts: at a PLACE_PREFIXES word right before
-    it (then an optional ".", then spaces or tabs), which the model often leaves out ("St. Agnes"
-    tagged ". Agnes"); otherwise at `start`."""
+    it (then an optional ".", then spaces or tabs), which the model often leaves out ("St. Brigid"
+    tagged ". Brigid"); otherwise at `start`."""
     name = start
     while name < len(text) and not text[name].isalnum():
         name += 1
@@ -284,7 +284,7 @@ def postprocess(text, span):
 def drop_lone_initials(text, spans):
     """Step 6c: a PERSON span with a single letter or digit ("G." of "G.U.", "r.", "a." of "a.m.")
     is dropped unless another PERSON span lies next to it, with at most three spaces, dots,
-    commas or hyphens between ("D." before "Phyl")."""
+    commas or hyphens between ("D." before "Wren")."""
     def near(s, o):
         if o["start"] >= s["end"]:
             gap = text[s["end"]:o["start"]]
@@ -518,7 +518,7 @@ class Classifier:
             words = nw
             # step 4a (ii): a word right after a title is a name when its PERSON score is >= TITLE_MIN,
             # or with any score when the text capitalises words and the title and the word are written
-            # capitalised, the word no common word ("Mrs Nicholson"; not "MS. Aspiration");
+            # capitalised, the word no common word ("Mrs Okonkwo"; not "MS. Aspiration");
             # (iii) one right after a relation, when its score is >= RELATION_MIN and it is no common word
             k = self.types.index("PERSON")
             cased = capitalises_words(text)
