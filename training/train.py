@@ -108,6 +108,8 @@ def teacher_logits(path, items, threads, bs=64):
 def distill_loss(student, teacher, lab, temp):
     """T^2 * KL(teacher_T || student_T), averaged over the labelled positions."""
     keep = lab != -100
+    if not keep.any():
+        return student.sum() * 0.0
     s = torch.log_softmax(student[keep] / temp, dim=-1)
     t = torch.log_softmax(teacher[keep] / temp, dim=-1)
     return torch.nn.functional.kl_div(s, t, log_target=True, reduction="batchmean") * temp * temp
