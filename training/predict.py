@@ -329,10 +329,11 @@ def propagate_names(text, spans):
 
 
 # Words for a person that are never a name ("58 year old FEMALE", "daughter and grandaughter"), step 4a (i).
-# Short relation words ("son", "man") are left out: they are surnames too.
+# Short relation words ("son", "man") and the pronoun "he" are left out: they are surnames too.
 NOT_NAMES = frozenset("""brother brothers daughter daughters father female females gentleman grandaughter
-granddaughter granddaughters grandson grandsons husband male males mother nephew niece patient patients
-sister sisters spouse uncle woman women""".split())
+granddaughter granddaughters grandson grandsons her hers herself him himself his husband male males mother
+nephew niece patient patients she sister sisters spouse their theirs them themselves they uncle woman
+women""".split())
 
 
 ORDINAL_DAY = re.compile(r"[ \t]?(?:0?[1-9]|[12][0-9]|3[01])(?i:st|nd|rd|th)(?!\w)")

@@ -771,8 +771,8 @@ fn no_names_in_abbreviations(text: &str, words: &mut [Word], person: usize) {
 }
 
 /// Words for a person that are never a name ("58 year old FEMALE", "daughter and
-/// grandaughter"); matched case-insensitively, whole words. Sorted. Short relation words
-/// ("son", "man") are left out: they are surnames too.
+/// grandaughter", "She"); matched case-insensitively, whole words. Sorted. Short relation words
+/// ("son", "man") and the pronoun "he" are left out: they are surnames too.
 const NOT_NAMES: &[&str] = &[
     "brother",
     "brothers",
@@ -787,6 +787,12 @@ const NOT_NAMES: &[&str] = &[
     "granddaughters",
     "grandson",
     "grandsons",
+    "her",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
     "husband",
     "male",
     "males",
@@ -795,9 +801,15 @@ const NOT_NAMES: &[&str] = &[
     "niece",
     "patient",
     "patients",
+    "she",
     "sister",
     "sisters",
     "spouse",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "they",
     "uncle",
     "woman",
     "women",
@@ -1836,7 +1848,7 @@ mod tests {
     #[test]
     fn words_for_a_person_are_never_names() {
         assert!(NOT_NAMES.windows(2).all(|w| w[0] < w[1]), "sorted");
-        let text = "58 YEAR OLD FEMALE daughter and Grandaughter Rose Male";
+        let text = "58 YEAR OLD FEMALE daughter and Grandaughter Rose Male She HIS";
         let n = text.split_whitespace().count();
         let mut w = words(text, &vec![0.95; n]);
         no_names_in_common_nouns(text, &mut w, 0);
