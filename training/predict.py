@@ -363,6 +363,9 @@ def load_drugs(model_dir, man):
 
 # Score a place or organisation span written all in lower case needs in text that capitalises words.
 LOWER_CASE_PLACE_MIN = 0.8
+# The same for a name: higher, since nurses write "son bill" in cased notes (the model is sure of such
+# names; a name after a relation or title scores 1), while misspelled words score lower.
+LOWER_CASE_NAME_MIN = 0.9
 CAPITALISED_WORD = re.compile(r"\b[A-Z][a-z]{2}")
 LOWER_CASE_WORD = re.compile(r"\b[a-z]{3}")
 
@@ -373,11 +376,13 @@ def capitalises_words(text):
     return bool(CAPITALISED_WORD.search(text)) and bool(LOWER_CASE_WORD.search(text))
 
 
-def weak_lower_case_place(text, span, score):
-    """Step 6, in text that capitalises words: a LOCATION or ORGANIZATION span without an upper-case
-    letter and a score below LOWER_CASE_PLACE_MIN is dropped ("in good spirits"). The tokenizer is
-    uncased, so the model cannot see that the writer did not capitalise it. Names are exempt."""
-    return (span["label"] in ("LOCATION", "ORGANIZATION") and score < LOWER_CASE_PLACE_MIN
+def weak_lower_case_span(text, span, score):
+    """Step 6, in text that capitalises words: a span without an upper-case letter is dropped if it is a
+    LOCATION or ORGANIZATION scoring below LOWER_CASE_PLACE_MIN ("in good spirits") or a PERSON scoring
+    below LOWER_CASE_NAME_MIN ("intermitenly"). The tokenizer is uncased, so the model cannot see that
+    the writer did not capitalise it."""
+    mins = {"LOCATION": LOWER_CASE_PLACE_MIN, "ORGANIZATION": LOWER_CASE_PLACE_MIN, "PERSON": LOWER_CASE_NAME_MIN}
+    return (span["label"] in mins and score < mins[span["label"]]
             and not any(c.isupper() for c in text[span["start"]:span["end"]]))
 
 
@@ -591,7 +596,7 @@ class Classifier:
                 continue
             if text is not None:
                 span = with_ordinal_day(text, span)
-            if cased and weak_lower_case_place(text, span, sum(sc) / len(sc)):
+            if cased and weak_lower_case_span(text, span, sum(sc) / len(sc)):
                 continue
             out.append(span)
         if text is not None:

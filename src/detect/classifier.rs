@@ -364,7 +364,7 @@ impl Classifier {
             .filter(|f| !only_drug_names(text, f, &self.drugs))
             .collect();
         if capitalises_words(text) {
-            found.retain(|f| !weak_lower_case_place(text, f));
+            found.retain(|f| !weak_lower_case_span(text, f));
         }
         drop_lone_initials(text, &mut found);
         let more = propagate_names(text, &found);
@@ -1341,6 +1341,11 @@ fn with_place_prefix(text: &str, start: usize) -> usize {
 /// words (step 6).
 const LOWER_CASE_PLACE_MIN: f32 = 0.8;
 
+/// Score a name written all in lower case needs in text that capitalises words (step 6). Higher
+/// than [`LOWER_CASE_PLACE_MIN`]: nurses write "son bill" in cased notes, and the model is sure
+/// of such names (a name after a relation or title scores 1), not of misspelled words.
+const LOWER_CASE_NAME_MIN: f32 = 0.9;
+
 /// Whether `text` has both a capitalised word (`[A-Z][a-z]{2,}`) and a lower-case one
 /// (`[a-z]{3,}`), ASCII letters, words delimited by non-alphanumeric characters: its writer
 /// uses case, so a proper noun is likely capitalised. All-caps and all-lower-case notes are not.
@@ -1362,14 +1367,18 @@ fn capitalises_words(text: &str) -> bool {
     false
 }
 
-/// Step 6, in text that [capitalises words](capitalises_words): whether `f` is a LOCATION or
-/// ORGANIZATION span without an upper-case letter whose score is below
-/// [`LOWER_CASE_PLACE_MIN`] ("in good spirits", "per nutrition consult"). The tokenizer is
-/// uncased, so the model cannot see that the writer did not capitalise it; names are exempt
-/// (lower-case names are common in notes: "son bill").
-fn weak_lower_case_place(text: &str, f: &Finding) -> bool {
-    matches!(f.entity, EntityType::Location | EntityType::Organization)
-        && f.score < LOWER_CASE_PLACE_MIN
+/// Step 6, in text that [capitalises words](capitalises_words): whether `f` is a span without an
+/// upper-case letter whose score is below [`LOWER_CASE_PLACE_MIN`] for a LOCATION or
+/// ORGANIZATION ("in good spirits", "per nutrition consult") or [`LOWER_CASE_NAME_MIN`] for a
+/// PERSON ("intermitenly", "vistied"). The tokenizer is uncased, so the model cannot see that
+/// the writer did not capitalise it.
+fn weak_lower_case_span(text: &str, f: &Finding) -> bool {
+    let min = match f.entity {
+        EntityType::Location | EntityType::Organization => LOWER_CASE_PLACE_MIN,
+        EntityType::Person => LOWER_CASE_NAME_MIN,
+        _ => return false,
+    };
+    f.score < min
         && !text
             .get(f.start..f.end)
             .unwrap_or_default()
@@ -1657,7 +1666,7 @@ mod tests {
     }
 
     #[test]
-    fn weak_lower_case_places_are_dropped_where_the_writer_capitalises() {
+    fn weak_lower_case_spans_are_dropped_where_the_writer_capitalises() {
         assert!(capitalises_words("Pt in good spirits. Family at bedside"));
         assert!(!capitalises_words("PT IN GOOD SPIRITS, FAMILY AT BEDSIDE"));
         assert!(!capitalises_words(
@@ -1669,14 +1678,22 @@ mod tests {
             score,
             ..found(text, needle, EntityType::Location)
         };
-        assert!(weak_lower_case_place(text, &place("good spirits", 0.6)));
-        assert!(!weak_lower_case_place(text, &place("good spirits", 0.85)));
-        assert!(!weak_lower_case_place(text, &place("Richmond", 0.6)));
-        let name = Finding {
+        assert!(weak_lower_case_span(text, &place("good spirits", 0.6)));
+        assert!(!weak_lower_case_span(text, &place("good spirits", 0.85)));
+        assert!(!weak_lower_case_span(text, &place("Richmond", 0.6)));
+        // Names need more: a confident lower-case name stays, a middling one goes.
+        let name = |score: f32| Finding {
             entity: EntityType::Person,
-            ..place("fairfax", 0.6)
+            ..place("fairfax", score)
         };
-        assert!(!weak_lower_case_place(text, &name));
+        assert!(!weak_lower_case_span(text, &name(0.95)));
+        assert!(weak_lower_case_span(text, &name(0.8)));
+        let weak_name = name(0.8);
+        let date = Finding {
+            entity: EntityType::Date,
+            ..weak_name.clone()
+        };
+        assert!(!weak_lower_case_span(text, &date));
     }
 
     #[test]
