@@ -1688,10 +1688,9 @@ mod tests {
         };
         assert!(!weak_lower_case_span(text, &name(0.95)));
         assert!(weak_lower_case_span(text, &name(0.8)));
-        let weak_name = name(0.8);
         let date = Finding {
             entity: EntityType::Date,
-            ..weak_name.clone()
+            ..name(0.8)
         };
         assert!(!weak_lower_case_span(text, &date));
     }
