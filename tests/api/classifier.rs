@@ -79,7 +79,13 @@ async fn classifier_timeout_applies_on_detector_error() {
 #[tokio::test]
 async fn corrupt_classifier_refuses_to_start_or_keeps_everything_local() {
     let dir = tempfile::tempdir().unwrap();
-    for f in ["model.onnx", "tokenizer.json", "manifest.toml", "drugs.txt"] {
+    for f in [
+        "model.onnx",
+        "tokenizer.json",
+        "manifest.toml",
+        "drugs.txt",
+        "words.txt",
+    ] {
         std::fs::copy(classifier_dir().join(f), dir.path().join(f)).unwrap();
     }
     let model = dir.path().join("model.onnx");

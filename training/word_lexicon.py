@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Build the classifier's common-word lexicon: English words that are written only in lower case.
+
+usage: word_lexicon.py --dict /usr/share/dict/american-english-large --out ../models/classifier/words.txt
+
+Source: SCOWL (Spell Checker Oriented Word Lists, Kevin Atkinson; permissive licence, notice
+below) as Debian's wamerican-large package installs it. Kept: words of letters only (a trailing
+"'s" removed) that the list has only in lower case: "heart", "lumen", "aphasia", "shelter".
+Removed: every word the list also has capitalised ("Bill", "Rose", "Cross", "Baltimore"), and
+every first name, last name, city, state, country and street word that Faker (all its locales)
+knows, so that the lexicon never holds a word that is commonly a name. veil drops a PERSON,
+LOCATION or ORGANIZATION span made only of these words where the model cannot see case (decoding
+rule 6, models/README.md).
+"""
+import argparse
+import re
+
+from drug_lexicon import NAME_ATTRS, PLACE_ATTRS, address_providers, faker_words, person_providers
+
+WORD = re.compile(r"[A-Za-z]+")
+NOTICE = """\
+# English words written only in lower case, never names or places (one word per line).
+# Built by training/word_lexicon.py from SCOWL as packaged by Debian (wamerican-large), minus
+# every word the list also capitalises and every name and place Faker knows.
+# SCOWL: Copyright 2000-2011 by Kevin Atkinson. Permission to use, copy, modify, distribute and
+# sell these word lists, the associated scripts, the output created from the scripts, and its
+# documentation for any purpose is hereby granted without fee, provided that the above copyright
+# notice appears in all copies and that both that copyright notice and this permission notice
+# appear in supporting documentation. Kevin Atkinson makes no representations about the
+# suitability of this array for any purpose. It is provided "as is" without express or implied
+# warranty. (Other contributors' notices: /usr/share/doc/wamerican-large/copyright.)
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dict", default="/usr/share/dict/american-english-large")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    lower, capitalised = set(), set()
+    with open(a.dict, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            w = line.strip().removesuffix("'s")
+            if WORD.fullmatch(w):
+                (capitalised if w[0].isupper() else lower).add(w.lower())
+    names = faker_words(person_providers, NAME_ATTRS)
+    places = faker_words(address_providers, PLACE_ATTRS)
+    kept = sorted(w for w in lower - capitalised - names - places if len(w) >= 2)
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write(NOTICE)
+        f.write("\n".join(kept) + "\n")
+    print(f"{len(lower)} lower-case words, {len(lower - capitalised)} never capitalised, {len(kept)} kept")
+
+
+if __name__ == "__main__":
+    main()
