@@ -224,12 +224,11 @@ fn load_without(tmp: &Path, key: &str) -> Classifier {
 
 #[test]
 fn plain_words_are_never_names_where_case_cannot_tell() {
-    // An all-caps note and an all-lower-case one: the model cannot see that "LOLLIPOPS" or
-    // "wheezy" is not written like a name. Invented text.
+    // An all-caps note and an all-lower-case one: the model cannot see that "MOTEL" or
+    // "wheezy" is not written like a name or place. Invented text.
     let texts = [
-        "FAMILY HAS BROUGHT IN LOLLIPOPS FOR PT. NEW TRIPLE LUMEN PLACED TODAY, PT MEDICALLY \
-         STABLE FOR TRANSFER. WIFE AT BEDSIDE, PT IS WHEEZY.",
-        "pt is wheezy this am, lives in a motel with her husband. in poor health overall.",
+        "WIFE BROUGHT POPSICLES. PT TIRED AND WHEEZY, STAYS IN A MOTEL WHEN NOT HERE.",
+        "pt wheezy overnight, says she stays at a motel near her sister.",
     ];
     let hits = |c: &Classifier| {
         texts
@@ -252,7 +251,7 @@ fn plain_words_are_never_names_where_case_cannot_tell() {
     );
     assert_eq!(hits(&load()), 0);
     // A name that is not a plain word is still found in the same kind of note.
-    let text = "FAMILY HAS BROUGHT IN LOLLIPOPS FOR PT. WIFE OKONKWO AT BEDSIDE.";
+    let text = "WIFE BROUGHT POPSICLES. PT TIRED AND WHEEZY. WIFE OKONKWO AT BEDSIDE.";
     let found = load().detect(text, &BTreeMap::new()).unwrap();
     assert!(covered(text, &found, &EntityType::Person, "OKONKWO"));
 }

@@ -401,13 +401,13 @@ def only_drug_names(text, span, drugs):
     return bool(words) and all(w.lower() in drugs for w in words)
 
 
-# Words that make a name of the plain words before them ("Holy Cross Hospital", "Keeley House").
+# Words that make a name of the plain words before them ("Good Shepherd Hospital", "Larkspur House").
 FACILITY_HEADS = frozenset("""center centre clinic facility home hosp hospice hospital hospitals house infirmary
 institute rehab shelter""".split())
 
 
 def previous_word(text, start):
-    """The run of letters before `start`, past spaces, tabs and ".,:-" ("..DR HOARD"); "" if none."""
+    """The run of letters before `start`, past spaces, tabs and ".,:-" ("..DR TALLOW"); "" if none."""
     j = start
     while j > 0 and text[j - 1] in " \t.,:-":
         j -= 1

@@ -1443,7 +1443,7 @@ fn only_drug_names(text: &str, f: &Finding, drugs: &HashSet<String>) -> bool {
         })
 }
 
-/// Words that make a name of the plain words before them: "Holy Cross Hospital", "Keeley House"
+/// Words that make a name of the plain words before them: "Good Shepherd Hospital", "Larkspur House"
 /// name a facility although every other word of them is an everyday word. Sorted.
 const FACILITY_HEADS: &[&str] = &[
     "center",
@@ -1466,9 +1466,9 @@ const FACILITY_HEADS: &[&str] = &[
 /// of plain words (`plain`: English words written only in lower case, none a name or place Faker
 /// knows; `training/word_lexicon.py`) and [`GENERIC_PLACE`] words, where case cannot tell the
 /// model otherwise: the text does not [capitalise words](capitalises_words) (`cased` false:
-/// "TRIPLE LUMEN", "MEDICALLY", "wheezy") or the span has no upper-case letter ("poor health").
-/// Kept: spans with a [`FACILITY_HEADS`] word ("MEMORIAL HOSPITAL") and spans whose
-/// [previous word](previous_word) is a title or a relation ("DR HOARD", "son bill").
+/// "TRIPLE LUMEN", "MEDICALLY", "wheezy") or the span has no upper-case letter ("fair weather").
+/// Kept: spans with a [`FACILITY_HEADS`] word ("MERCY HOSPITAL") and spans whose
+/// [previous word](previous_word) is a title or a relation ("DR TALLOW", "son: bill").
 fn only_plain_words(text: &str, f: &Finding, plain: &HashSet<String>, cased: bool) -> bool {
     if plain.is_empty()
         || !matches!(
@@ -1494,7 +1494,7 @@ fn only_plain_words(text: &str, f: &Finding, plain: &HashSet<String>, cased: boo
         && !previous_word(text, f.start).is_some_and(|w| listed(TITLES, w) || listed(RELATIONS, w))
 }
 
-/// The run of letters before byte `start` of `text`, past spaces, tabs and `.,:-` ("..DR HOARD",
+/// The run of letters before byte `start` of `text`, past spaces, tabs and `.,:-` ("..DR TALLOW",
 /// "son: bill"); `None` if there is none.
 fn previous_word(text: &str, start: usize) -> Option<&str> {
     let before = text
@@ -1814,12 +1814,12 @@ mod tests {
 
     #[test]
     fn spans_of_plain_words_are_dropped_where_case_cannot_tell() {
-        let plain: HashSet<String> = ["triple", "lumen", "poor", "health", "memorial", "hoard"]
+        let plain: HashSet<String> = ["triple", "lumen", "fair", "weather", "mercy", "tallow"]
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let upper = "TRIPLE LUMEN PLACED. MEMORIAL HOSPITAL. ..DR HOARD AWARE. JO POOR";
-        let cased = "Pt in poor health, Triple Lumen placed, son: hoard visited";
+        let upper = "TRIPLE LUMEN IN. TO MERCY HOSPITAL. ..DR TALLOW CALLED. JO FAIR";
+        let cased = "Out in fair weather, Triple Lumen out, son: tallow came";
         let dropped = |text: &str, needle: &str, entity: EntityType| {
             let f = found(text, needle, entity);
             only_plain_words(text, &f, &plain, capitalises_words(text))
@@ -1827,15 +1827,15 @@ mod tests {
         assert!(!capitalises_words(upper) && capitalises_words(cased));
         // Where the text has no case to go by, and lower-case spans where it has.
         assert!(dropped(upper, "TRIPLE LUMEN", EntityType::Location));
-        assert!(dropped(cased, "poor health", EntityType::Location));
-        assert!(dropped(upper, "POOR", EntityType::Person));
+        assert!(dropped(cased, "fair weather", EntityType::Location));
+        assert!(dropped(upper, "FAIR", EntityType::Person));
         // A facility noun, a title or relation before, a capital in cased text, a word that is
         // not plain ("JO"), other types, and an empty lexicon are left alone.
-        assert!(!dropped(upper, "MEMORIAL HOSPITAL", EntityType::Location));
-        assert!(!dropped(upper, "HOARD", EntityType::Person));
-        assert!(!dropped(cased, "hoard", EntityType::Person));
+        assert!(!dropped(upper, "MERCY HOSPITAL", EntityType::Location));
+        assert!(!dropped(upper, "TALLOW", EntityType::Person));
+        assert!(!dropped(cased, "tallow", EntityType::Person));
         assert!(!dropped(cased, "Triple Lumen", EntityType::Organization));
-        assert!(!dropped(upper, "JO POOR", EntityType::Person));
+        assert!(!dropped(upper, "JO FAIR", EntityType::Person));
         assert!(!dropped(upper, "TRIPLE LUMEN", EntityType::Date));
         let f = found(upper, "TRIPLE LUMEN", EntityType::Location);
         assert!(!only_plain_words(upper, &f, &HashSet::new(), false));
