@@ -1425,22 +1425,26 @@ fn weak_lower_case_span(text: &str, f: &Finding) -> bool {
 /// "zoloft / amiodarone"): a drug is never a person or a place. The lexicon has no name or
 /// place that Faker knows (`training/drug_lexicon.py`).
 fn only_drug_names(text: &str, f: &Finding, drugs: &HashSet<String>) -> bool {
-    if drugs.is_empty()
-        || !matches!(
-            f.entity,
-            EntityType::Person | EntityType::Location | EntityType::Organization
-        )
-    {
-        return false;
+    !drugs.is_empty()
+        && name_span_words(text, f)
+            .is_some_and(|words| words.iter().all(|w| drugs.contains(&w.to_lowercase())))
+}
+
+/// The words (runs of letters) of `f` when it is a PERSON, LOCATION or ORGANIZATION span that
+/// has any; what the lexicon rules of step 6 look up.
+fn name_span_words<'t>(text: &'t str, f: &Finding) -> Option<Vec<&'t str>> {
+    if !matches!(
+        f.entity,
+        EntityType::Person | EntityType::Location | EntityType::Organization
+    ) {
+        return None;
     }
-    let fragment = text.get(f.start..f.end).unwrap_or_default();
-    let words = letter_runs(fragment);
-    !words.is_empty()
-        && words.iter().all(|&(a, b)| {
-            fragment
-                .get(a..b)
-                .is_some_and(|w| drugs.contains(&w.to_lowercase()))
-        })
+    let fragment = text.get(f.start..f.end)?;
+    let words: Vec<&str> = letter_runs(fragment)
+        .into_iter()
+        .filter_map(|(a, b)| fragment.get(a..b))
+        .collect();
+    (!words.is_empty()).then_some(words)
 }
 
 /// Words that make a name of the plain words before them: "Good Shepherd Hospital", "Larkspur House"
@@ -1471,27 +1475,19 @@ const FACILITY_HEADS: &[&str] = &[
 /// [previous word](previous_word) is a title or a relation ("DR TALLOW", "son: bill").
 fn only_plain_words(text: &str, f: &Finding, plain: &HashSet<String>, cased: bool) -> bool {
     if plain.is_empty()
-        || !matches!(
-            f.entity,
-            EntityType::Person | EntityType::Location | EntityType::Organization
-        )
+        || (cased
+            && text
+                .get(f.start..f.end)
+                .is_some_and(|s| s.chars().any(char::is_uppercase)))
     {
         return false;
     }
-    let fragment = text.get(f.start..f.end).unwrap_or_default();
-    if cased && fragment.chars().any(char::is_uppercase) {
-        return false;
-    }
-    let words: Vec<&str> = letter_runs(fragment)
-        .into_iter()
-        .filter_map(|(a, b)| fragment.get(a..b))
-        .collect();
-    !words.is_empty()
-        && words
+    name_span_words(text, f).is_some_and(|words| {
+        words
             .iter()
             .all(|w| plain.contains(&w.to_lowercase()) || listed(GENERIC_PLACE, w))
-        && !words.iter().any(|w| listed(FACILITY_HEADS, w))
-        && !previous_word(text, f.start).is_some_and(|w| listed(TITLES, w) || listed(RELATIONS, w))
+            && !words.iter().any(|w| listed(FACILITY_HEADS, w))
+    }) && !previous_word(text, f.start).is_some_and(|w| listed(TITLES, w) || listed(RELATIONS, w))
 }
 
 /// The run of letters before byte `start` of `text`, past spaces, tabs and `.,:-` ("..DR TALLOW",
