@@ -176,32 +176,21 @@ fn a_corrupt_model_is_refused() {
         tmp.path().join("tokenizer.json"),
     )
     .unwrap();
-    let drugs = tmp.path().join("drugs.txt");
-    let mut text = std::fs::read_to_string(&drugs).unwrap();
-    text.push_str("smith\n");
-    std::fs::write(&drugs, text).unwrap();
-    let err = Classifier::load(&config(tmp.path()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("checksum mismatch") && err.contains("drugs.txt"),
-        "{err}"
-    );
-    std::fs::copy(dir.join("drugs.txt"), &drugs).unwrap();
-
     // So is the word lexicon, for the same reason.
-    let words = tmp.path().join("words.txt");
-    let mut text = std::fs::read_to_string(&words).unwrap();
-    text.push_str("okonkwo\n");
-    std::fs::write(&words, text).unwrap();
-    let err = Classifier::load(&config(tmp.path()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("checksum mismatch") && err.contains("words.txt"),
-        "{err}"
-    );
-    std::fs::copy(dir.join("words.txt"), &words).unwrap();
+    for (file, word) in [("drugs.txt", "smith\n"), ("words.txt", "okonkwo\n")] {
+        let path = tmp.path().join(file);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(word);
+        std::fs::write(&path, text).unwrap();
+        let err = Classifier::load(&config(tmp.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("checksum mismatch") && err.contains(file),
+            "{err}"
+        );
+        std::fs::copy(dir.join(file), &path).unwrap();
+    }
     Classifier::load(&config(tmp.path())).expect("restored files load");
 }
 
