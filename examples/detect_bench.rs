@@ -1,18 +1,19 @@
 //! Detection throughput and latency with the classifier: patterns + token classifier, as one
 //! request runs them (`Detectors::detect`, the shipped `default` policy and model).
 //!
-//! `cargo run --release --example detect_bench [-- --jsonl FILE] [--docs N]`
+//! `cargo run --release --example detect_bench [-- --jsonl FILE] [--docs N] [--portable]`
 //!
 //! Without `--jsonl`, documents of about 1 KB of generated clinical-style text are used (the
 //! same text on every run). With `--jsonl FILE` (lines with a `"text"` field, e.g. a dev set),
 //! those documents are used instead. Reports KB/s over all documents (one at a time, as
 //! requests arrive) and the p50/p95 latency per document. Needs `VEIL_ORT_LIB`;
-//! `VEIL_CLASSIFIER_DIR` selects another model directory.
+//! `VEIL_CLASSIFIER_DIR` selects another model directory; `--portable` keeps the shipped uint8
+//! weights on CPUs where veil would run them as int8 (`classifier.weights = "portable"`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::Instant;
 
-use veil::config::ClassifierSettings;
+use veil::config::{ClassifierSettings, Weights};
 use veil::snapshot::{Snapshot, load_classifier};
 
 const PROSE: &[&str] = &[
@@ -103,6 +104,11 @@ fn main() {
         ort_library: std::env::var("VEIL_ORT_LIB")
             .expect("set VEIL_ORT_LIB to libonnxruntime.so")
             .into(),
+        weights: if args.iter().any(|a| a == "--portable") {
+            Weights::Portable
+        } else {
+            Weights::Auto
+        },
         ..ClassifierSettings::default()
     };
     let classifier = load_classifier(&settings).unwrap();

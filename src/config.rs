@@ -271,6 +271,20 @@ pub struct ClassifierSettings {
     pub batch: usize,
     /// What to do when the model is missing or corrupt.
     pub on_missing: OnMissing,
+    /// Which integer kernels run the model's products.
+    pub weights: Weights,
+}
+
+/// How the classifier's quantized products run. Both give the same scores bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weights {
+    /// int8 weights (about twice as fast) on CPUs where ONNX Runtime multiplies them exactly
+    /// (x86 with VNNI), the shipped uint8 weights elsewhere.
+    #[default]
+    Auto,
+    /// Always the shipped uint8 weights.
+    Portable,
 }
 
 impl Default for ClassifierSettings {
@@ -281,6 +295,7 @@ impl Default for ClassifierSettings {
             threads: 2,
             batch: 16,
             on_missing: OnMissing::Refuse,
+            weights: Weights::Auto,
         }
     }
 }
@@ -547,6 +562,21 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("key[0].sha256"), "{err}");
+    }
+
+    #[test]
+    fn classifier_weights_parse_and_a_typo_is_refused() {
+        let parse = |v: &str| {
+            Config::parse(Path::new("v.toml"), &format!("[classifier]\nweights = \"{v}\"\n"))
+                .map(|c| c.classifier.weights)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("auto"), Ok(Weights::Auto));
+        assert_eq!(parse("portable"), Ok(Weights::Portable));
+        let err = parse("fast").err().unwrap_or_default();
+        assert!(err.contains("classifier.weights"), "{err}");
+        let default = Config::parse(Path::new("v.toml"), "").map(|c| c.classifier.weights);
+        assert_eq!(default.ok(), Some(Weights::Auto));
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn load_classifier(settings: &ClassifierSettings) -> Result<ClassifierState,
         ort_library: settings.ort_library.clone(),
         threads: settings.threads,
         batch: settings.batch,
+        weights: settings.weights,
     };
     match Classifier::load(&cfg) {
         Ok(c) => Ok(ClassifierState::Loaded(Arc::new(c))),

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use veil::detect::classifier::{Classifier, ClassifierConfig, Manifest};
+use veil::detect::classifier::{Classifier, ClassifierConfig, Manifest, Weights, weights};
 use veil::detect::{EntityType, Finding};
 
 fn repo() -> PathBuf {
@@ -32,6 +32,7 @@ fn config(dir: &Path) -> ClassifierConfig {
         ),
         threads: 1,
         batch: 4,
+        weights: Weights::Auto,
     }
 }
 
@@ -277,16 +278,16 @@ fn scores_do_not_depend_on_the_cpu() {
     // uint8 x int8 products without VNNI (AVX2, AVX-512 before Cascade Lake, AMD before Zen 4)
     // with an instruction that saturates at 16 bits; v5 stored int8 weights and lost 0.9 points
     // of physionet recall on such a CPU. The shipped weights are uint8 (training/export.py,
-    // `portable_weights`), whose kernels are exact everywhere. These scores are that exact
-    // arithmetic; with v5's int8 weights an AMD EPYC (AVX2) gave 0.9578, 0.9875 and 0.9863 for
-    // the first three (measured 2026-12-03). Invented text. A new model needs new values here.
+    // `portable_weights`), whose kernels are exact everywhere; on CPUs with VNNI, `Auto` turns
+    // them back into int8 for speed, which must not change a score either. These scores are that
+    // exact arithmetic; with v5's int8 weights an AMD EPYC (AVX2) gave 0.9578, 0.9875 and 0.9863
+    // for the first three (measured 2026-12-03). Invented text. A new model needs new values here.
     let dir = repo().join("models/classifier");
     assert_eq!(
         manifest(&dir).version,
         "veil-ner-minilm-L3-int8-v5.1",
         "the expected scores below belong to v5.1"
     );
-    let c = Classifier::load(&config(&dir)).unwrap();
     let text = "Please summarize the visit of Anneliese Kowalczyk (DOB 4/9/1961) at Briarwood \
                 Clinic, 14 Elm Hollow Rd, Dunmore, on the 3rd of May.";
     let expected = [
@@ -296,16 +297,48 @@ fn scores_do_not_depend_on_the_cpu() {
         ("4/9/1961", EntityType::Date, 0.99973),
         ("the 3rd of May", EntityType::Date, 0.99976),
     ];
-    let found = c.detect(text, &BTreeMap::new()).unwrap();
-    for (needle, entity, score) in expected {
-        let f = found
-            .iter()
-            .find(|f| &text[f.start..f.end] == needle && f.entity == entity)
-            .unwrap_or_else(|| panic!("{needle} ({entity:?}) not found: {found:?}"));
-        assert!(
-            (f.score - score).abs() < 0.002,
-            "{needle}: score {} where the exact arithmetic gives {score}",
-            f.score
-        );
+    for choice in [Weights::Auto, Weights::Portable] {
+        let c = Classifier::load(&ClassifierConfig {
+            weights: choice,
+            ..config(&dir)
+        })
+        .unwrap();
+        let found = c.detect(text, &BTreeMap::new()).unwrap();
+        for (needle, entity, score) in &expected {
+            let f = found
+                .iter()
+                .find(|f| &text[f.start..f.end] == *needle && f.entity == *entity)
+                .unwrap_or_else(|| {
+                    panic!("{choice:?}: {needle} ({entity:?}) not found: {found:?}")
+                });
+            assert!(
+                (f.score - score).abs() < 0.002,
+                "{choice:?}: {needle}: score {} where the exact arithmetic gives {score}",
+                f.score
+            );
+        }
     }
+}
+
+#[test]
+fn every_quantized_weight_of_the_shipped_model_can_be_made_int8() {
+    // On VNNI CPUs the classifier rewrites the shipped uint8 weights as int8 (2x faster there).
+    // If a new export stopped matching what the rewrite expects, it would silently fall back to
+    // the slow kernels: pin the count. Per layer: QAttention and three MatMulInteger, each with
+    // a weight and a zero point; plus the classification head.
+    let dir = repo().join("models/classifier");
+    let mut model = std::fs::read(dir.join("model.onnx")).unwrap();
+    let original = model.clone();
+    let changed = weights::to_signed(&mut model).unwrap();
+    assert_eq!(changed, 3 * 8 + 2);
+    assert_eq!(model.len(), original.len());
+    let differing = model.iter().zip(&original).filter(|(a, b)| a != b).count();
+    assert!(
+        differing > 1_000_000 && differing < original.len() / 2,
+        "{differing} bytes changed"
+    );
+    // A second pass finds int8 weights, refuses, and changes nothing.
+    let once = model.clone();
+    assert!(weights::to_signed(&mut model).is_err());
+    assert_eq!(model, once);
 }

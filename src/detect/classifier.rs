@@ -24,6 +24,9 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use super::{EntityType, Finding};
+pub use crate::config::Weights;
+
+pub mod weights;
 
 /// Why the classifier could not load or run. Messages never contain text being scanned.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +112,8 @@ pub struct ClassifierConfig {
     pub threads: usize,
     /// Windows per inference batch.
     pub batch: usize,
+    /// Which integer kernels run the quantized products (see [`weights`]).
+    pub weights: Weights,
 }
 
 /// One entity type the model knows, with the indices of its B- and I- labels.
@@ -210,6 +215,22 @@ fn environment(library: &Path) -> Result<ort::environment::Environment, Classifi
     .map_err(ClassifierError::Runtime)
 }
 
+/// Chooses the weights the session runs (rewriting `model` to int8 where that is exact and
+/// asked for) and names the choice for the log.
+fn kernels(choice: Weights, model: &mut [u8]) -> &'static str {
+    if choice == Weights::Portable || !weights::exact_signed_kernels() {
+        return "uint8 (portable)";
+    }
+    match weights::to_signed(model) {
+        Ok(_) => "int8 (VNNI)",
+        Err(weights::RewriteError::Nothing) => "as shipped",
+        Err(e) => {
+            tracing::warn!(error = %e, "classifier runs its uint8 weights (exact, slower)");
+            "uint8 (portable)"
+        }
+    }
+}
+
 fn runtime<E: std::fmt::Display>(e: E) -> ClassifierError {
     ClassifierError::Runtime(e.to_string())
 }
@@ -224,7 +245,8 @@ impl Classifier {
         })?;
         let manifest: Manifest = crate::config::parse_toml(&manifest_path, &text)
             .map_err(|e| ClassifierError::Manifest(e.to_string()))?;
-        let model = verified(&cfg.dir.join("model.onnx"), &manifest.model_sha256)?;
+        let mut model = verified(&cfg.dir.join("model.onnx"), &manifest.model_sha256)?;
+        let kernels = kernels(cfg.weights, &mut model);
         let tok_bytes = verified(&cfg.dir.join("tokenizer.json"), &manifest.tokenizer_sha256)?;
         let drugs = lexicon(
             &cfg.dir,
@@ -313,6 +335,12 @@ impl Classifier {
             .map_err(runtime)?
             .commit_from_memory(&model)
             .map_err(runtime)?;
+        tracing::info!(
+            version = %manifest.version,
+            kernels,
+            threads = cfg.threads.max(1),
+            "classifier loaded"
+        );
         Ok(Self {
             session: Mutex::new(session),
             tokenizer,
