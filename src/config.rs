@@ -567,9 +567,12 @@ mod tests {
     #[test]
     fn classifier_weights_parse_and_a_typo_is_refused() {
         let parse = |v: &str| {
-            Config::parse(Path::new("v.toml"), &format!("[classifier]\nweights = \"{v}\"\n"))
-                .map(|c| c.classifier.weights)
-                .map_err(|e| e.to_string())
+            Config::parse(
+                Path::new("v.toml"),
+                &format!("[classifier]\nweights = \"{v}\"\n"),
+            )
+            .map(|c| c.classifier.weights)
+            .map_err(|e| e.to_string())
         };
         assert_eq!(parse("auto"), Ok(Weights::Auto));
         assert_eq!(parse("portable"), Ok(Weights::Portable));

@@ -46,7 +46,10 @@ Decoding (see models/README.md, "Decoding rules"):
     lexicon), or all plain words (word lexicon: English words written only in lower case) or generic
     where case cannot help (the text does not capitalise words, or the span has no capital), unless it
     holds a FACILITY_HEADS word or follows a title or relation (only_plain_words); in text that
-    capitalises words, weak lower-case spans are dropped (weak_lower_case_span).
+    capitalises words, weak lower-case spans are dropped (weak_lower_case_span). Last, a PERSON or
+    LOCATION span of a single letter or digit is dropped unless tied to a longer span of its type,
+    directly or through other single letters, with at most three spaces/dots/commas/hyphens between
+    (drop_lone_initials).
  7. Propagation: the text of a multi-word PERSON span, and each of its words of 4+ letters, is a PERSON
     wherever else it occurs in the text (case-insensitive, word boundaries, not overlapping a PERSON span).
 """
@@ -287,10 +290,14 @@ def postprocess(text, span):
 
 
 def drop_lone_initials(text, spans):
-    """Step 6c: a PERSON span with a single letter or digit ("G." of "G.U.", "r.", "a." of "a.m.")
-    is dropped unless another PERSON span lies next to it, with at most three spaces, dots,
-    commas or hyphens between ("D." before "Wren")."""
+    """Step 6c: a PERSON or LOCATION span with a single letter or digit ("G." of "G.U.", "a." of
+    "a.m.", "S" of a SOAP note's "S:") is dropped unless it is tied to a longer span of its type:
+    next to it, with at most three spaces, dots, commas or hyphens between ("D." before "Wren"),
+    directly or through other single letters ("J. R. Tolkien"). Two lone letters do not vouch
+    for each other ("G." and "U." of "G.U.")."""
     def near(s, o):
+        if s["label"] != o["label"]:
+            return False
         if o["start"] >= s["end"]:
             gap = text[s["end"]:o["start"]]
         elif s["start"] >= o["end"]:
@@ -299,12 +306,17 @@ def drop_lone_initials(text, spans):
             return False
         return len(gap) <= 3 and all(c.isspace() or c in ".,-" for c in gap)
 
-    def keep(s):
-        if s["label"] != "PERSON" or sum(c.isalnum() for c in text[s["start"]:s["end"]]) != 1:
-            return True
-        return any(o is not s and o["label"] == "PERSON" and near(s, o) for o in spans)
-
-    return [s for s in spans if keep(s)]
+    ruled = ("PERSON", "LOCATION")
+    keep = [not (s["label"] in ruled and sum(c.isalnum() for c in text[s["start"]:s["end"]]) == 1)
+            for s in spans]
+    changed = True
+    while changed:  # keeping spreads from the longer spans through chains of near single letters
+        changed = False
+        for i, s in enumerate(spans):
+            if not keep[i] and any(j != i and keep[j] and o["label"] in ruled and near(s, o)
+                                   for j, o in enumerate(spans)):
+                keep[i] = changed = True
+    return [s for s, k in zip(spans, keep) if k]
 
 
 def propagate_names(text, spans):

@@ -748,16 +748,18 @@ fn propagate_names(text: &str, found: &[Finding]) -> Vec<Finding> {
         .collect()
 }
 
-/// Step 6c of the decoding rules: a PERSON span with a single letter or digit ("G." of "G.U.",
-/// "a." of "a.m.", "r.") is dropped unless another PERSON span lies next to it, with at most
-/// three spaces, dots, commas or hyphens between ("D." before "Wren"). An initial alone
-/// identifies nobody; abbreviations with dots are the usual source of these spans.
+/// Step 6c of the decoding rules: a PERSON or LOCATION span with a single letter or digit ("G."
+/// of "G.U.", "a." of "a.m.", "S" of a SOAP note's "S:") is dropped unless it is tied to a
+/// longer span of its type: next to it, with at most three spaces, dots, commas or hyphens
+/// between ("D." before "Wren"), directly or through other single letters ("J. R. Tolkien").
+/// An initial alone identifies nobody, and two lone letters do not vouch for each other
+/// ("G." and "U." of "G.U.", "B." and "S." of "B.S.").
 fn drop_lone_initials(text: &str, found: &mut Vec<Finding>) {
-    let is_person = |f: &Finding| f.entity == EntityType::Person;
-    let lone = |f: &Finding| {
+    let alnums = |f: &Finding| {
         text.get(f.start..f.end)
-            .is_some_and(|s| s.chars().filter(|c| c.is_alphanumeric()).count() == 1)
+            .map_or(0, |s| s.chars().filter(|c| c.is_alphanumeric()).count())
     };
+    let ruled = |f: &Finding| matches!(f.entity, EntityType::Person | EntityType::Location);
     let near = |a: &Finding, b: &Finding| {
         let gap = if b.start >= a.end {
             text.get(a.end..b.start)
@@ -766,24 +768,33 @@ fn drop_lone_initials(text: &str, found: &mut Vec<Finding>) {
         } else {
             None
         };
-        gap.is_some_and(|g| {
-            g.chars().count() <= 3 && g.chars().all(|c| c.is_whitespace() || ".,-".contains(c))
-        })
+        a.entity == b.entity
+            && gap.is_some_and(|g| {
+                g.chars().count() <= 3 && g.chars().all(|c| c.is_whitespace() || ".,-".contains(c))
+            })
     };
-    let drop: Vec<bool> = found
-        .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            is_person(f)
-                && lone(f)
-                && !found
-                    .iter()
-                    .enumerate()
-                    .any(|(j, o)| j != i && is_person(o) && near(f, o))
-        })
-        .collect();
-    let mut flags = drop.into_iter();
-    found.retain(|_| !flags.next().unwrap_or(false));
+    let mut keep: Vec<bool> = found.iter().map(|f| !ruled(f) || alnums(f) != 1).collect();
+    // Keeping spreads from the longer spans through chains of near single letters (`near`
+    // needs the same type, so only PERSON and LOCATION spans can tie a letter).
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for (i, f) in found.iter().enumerate() {
+            if keep.get(i).copied().unwrap_or(true) {
+                continue;
+            }
+            let tied = found
+                .iter()
+                .zip(&keep)
+                .any(|(o, &kept)| kept && !std::ptr::eq(o, f) && near(f, o));
+            if let (true, Some(k)) = (tied, keep.get_mut(i)) {
+                *k = true;
+                changed = true;
+            }
+        }
+    }
+    let mut flags = keep.into_iter();
+    found.retain(|_| flags.next().unwrap_or(true));
 }
 
 /// Dotted abbreviations that are never a name ("58 y.o. woman", "i.v. zofran", "3 p.m."); same
@@ -2062,6 +2073,30 @@ mod tests {
         drop_lone_initials(text, &mut spans);
         let kept: Vec<&str> = spans.iter().map(|f| &text[f.start..f.end]).collect();
         assert_eq!(kept, ["D.", "Wren", "A.", "Dan", "Kowal"]);
+
+        // Two lone letters do not vouch for each other; a chain of initials before a name does;
+        // places follow the same rule, and a name does not vouch for a place letter.
+        let text =
+            "G.U.: ok. B.S. clear. Seen by J. R. Tolkien. S: at St A. now. O: to L. Hargrove";
+        let span = |needle: &str, entity: EntityType| found(text, needle, entity);
+        let mut spans = vec![
+            span("G.", EntityType::Person),
+            span("U.", EntityType::Person),
+            span("B.", EntityType::Person),
+            span("S.", EntityType::Person),
+            span("J.", EntityType::Person),
+            span("R.", EntityType::Person),
+            span("Tolkien", EntityType::Person),
+            span("S", EntityType::Location),
+            span("St", EntityType::Location),
+            span("A.", EntityType::Location),
+            span("O", EntityType::Location),
+            span("L.", EntityType::Location),
+            span("Hargrove", EntityType::Person),
+        ];
+        drop_lone_initials(text, &mut spans);
+        let kept: Vec<&str> = spans.iter().map(|f| &text[f.start..f.end]).collect();
+        assert_eq!(kept, ["J.", "R.", "Tolkien", "St", "A.", "Hargrove"]);
     }
 
     #[test]
