@@ -46,7 +46,8 @@ Decoding (see models/README.md, "Decoding rules"):
     lexicon), or all plain words (word lexicon: English words written only in lower case) or generic
     where case cannot help (the text does not capitalise words, or the span has no capital), unless it
     holds a FACILITY_HEADS word or follows a title or relation (only_plain_words); in text that
-    capitalises words, weak lower-case spans are dropped (weak_lower_case_span). Last, a PERSON or
+    capitalises words, weak lower-case spans (weak_lower_case_span) and PERSON spans of two or three
+    capitals after no title or relation (acronym_as_name) are dropped. Last, a PERSON or
     LOCATION span of a single letter or digit is dropped unless tied to a longer span of its type,
     directly or through other single letters, with at most three spaces/dots/commas/hyphens between
     (drop_lone_initials).
@@ -404,6 +405,14 @@ def weak_lower_case_span(text, span, score):
             and not any(c.isupper() for c in text[span["start"]:span["end"]]))
 
 
+def acronym_as_name(text, span):
+    """Step 6, in text that capitalises words: a PERSON span of two or three capitals ("HO", "ENT"),
+    optionally with a final ".", after no title or relation, is an abbreviation, not a name."""
+    word = text[span["start"]:span["end"]].rstrip(".")
+    return (span["label"] == "PERSON" and 2 <= len(word) <= 3 and all("A" <= c <= "Z" for c in word)
+            and after_title(text, span["start"]) is None and not after_relation(text, span["start"]))
+
+
 def only_drug_names(text, span, drugs):
     """Step 6 (after postprocess): a PERSON, LOCATION or ORGANIZATION span whose words (runs of
     letters) are all drug names is dropped: a drug is never a person or a place."""
@@ -649,7 +658,7 @@ class Classifier:
                 continue
             if text is not None:
                 span = with_ordinal_day(text, span)
-            if cased and weak_lower_case_span(text, span, sum(sc) / len(sc)):
+            if cased and (weak_lower_case_span(text, span, sum(sc) / len(sc)) or acronym_as_name(text, span)):
                 continue
             if text is not None and only_plain_words(text, span, self.plain_words, cased):
                 continue

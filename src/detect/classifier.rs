@@ -425,7 +425,7 @@ impl Classifier {
             .collect();
         let cased = capitalises_words(text);
         if cased {
-            found.retain(|f| !weak_lower_case_span(text, f));
+            found.retain(|f| !weak_lower_case_span(text, f) && !acronym_as_name(text, f));
         }
         found.retain(|f| !only_plain_words(text, f, &self.plain_words, cased));
         drop_lone_initials(text, &mut found);
@@ -1459,6 +1459,22 @@ fn weak_lower_case_span(text: &str, f: &Finding) -> bool {
             .any(char::is_uppercase)
 }
 
+/// Step 6, in text that [capitalises words](capitalises_words): whether `f` is a PERSON span of
+/// two or three capitals ("HO" — house officer, "ENT", "SOB", "CDI"), optionally with a final
+/// `.`, after no title or relation. Where the writer capitalises words, names are written "Ho"
+/// or "Ed" and an all-capitals word that short is an abbreviation; "Dr. HO" and "son ED" stay.
+fn acronym_as_name(text: &str, f: &Finding) -> bool {
+    let word = text
+        .get(f.start..f.end)
+        .unwrap_or_default()
+        .trim_end_matches('.');
+    f.entity == EntityType::Person
+        && (2..=3).contains(&word.len())
+        && word.bytes().all(|b| b.is_ascii_uppercase())
+        && after_title(text, f.start).is_none()
+        && !after_relation(text, f.start)
+}
+
 /// Step 6 of the decoding rules, after [`span_rules`]: whether `f` is a PERSON, LOCATION or
 /// ORGANIZATION span whose words (runs of letters) are all drug names ("coumadin", "ATIVAN",
 /// "zoloft / amiodarone"): a drug is never a person or a place. The lexicon has no name or
@@ -1823,6 +1839,27 @@ mod tests {
             ..name(0.8)
         };
         assert!(!weak_lower_case_span(text, &date));
+    }
+
+    #[test]
+    fn short_capitals_are_abbreviations_where_the_writer_capitalises() {
+        let text = "Line placed by HO, seen by ENT. Dr. LEE and son ED aware; Ho visited. \
+                    Mr LI came; HOGAN called; SOB. noted";
+        assert!(capitalises_words(text));
+        let person = |needle: &str| found(text, needle, EntityType::Person);
+        assert!(acronym_as_name(text, &person("HO")));
+        assert!(acronym_as_name(text, &person("ENT")));
+        assert!(acronym_as_name(text, &person("SOB.")));
+        // After a title or a relation, written normally, four letters or more, or not a name.
+        assert!(!acronym_as_name(text, &person("LEE")));
+        assert!(!acronym_as_name(text, &person("ED")));
+        assert!(!acronym_as_name(text, &person("LI")));
+        assert!(!acronym_as_name(text, &person("Ho")));
+        assert!(!acronym_as_name(text, &person("HOGAN")));
+        assert!(!acronym_as_name(
+            text,
+            &found(text, "ENT", EntityType::Organization)
+        ));
     }
 
     #[test]
