@@ -28,13 +28,17 @@ pub enum RewriteError {
     Nothing,
 }
 
-/// Whether ONNX Runtime's uint8 x int8 kernel is exact on this CPU: x86 with AVX-512 VNNI or
-/// AVX-VNNI (`vpdpbusd` accumulates in 32 bits). Elsewhere the portable uint8 weights are kept.
+/// Whether ONNX Runtime's uint8 x int8 kernel is exact on this CPU, following its kernel choice
+/// (MLAS `platform.cpp`): x86 with AVX-512 VNNI, or with AVX-VNNI and no AVX-512 core (which
+/// would replace the AVX-VNNI kernel with its saturating one); `vpdpbusd` accumulates in 32 bits.
+/// Elsewhere (other x86 CPUs; other architectures, not measured) the uint8 weights are kept.
 pub fn exact_signed_kernels() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512vnni")
-            || std::arch::is_x86_feature_detected!("avxvnni")
+        use std::arch::is_x86_feature_detected as has;
+        let avx512_core =
+            has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl");
+        (avx512_core && has!("avx512vnni")) || (!avx512_core && has!("avxvnni"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
