@@ -247,6 +247,26 @@ fn plain_words_are_never_names_where_case_cannot_tell() {
 }
 
 #[test]
+fn the_word_lexicon_holds_charting_abbreviations_but_no_names() {
+    // training/word_lexicon.py adds the abbreviations the generator teaches as non-entities
+    // ("NGT", "NKDA", "PERRLA") and removes every name and place Faker knows, abbreviations
+    // included ("HO" is a surname, "LIMA" a city).
+    let words: std::collections::HashSet<String> =
+        std::fs::read_to_string(model_dir().join("words.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+    for w in ["ngt", "nkda", "perrla", "cabg", "simv", "wheezy"] {
+        assert!(words.contains(w), "{w} missing");
+    }
+    for w in ["ho", "lima", "lad", "smith", "baltimore"] {
+        assert!(!words.contains(w), "{w} is a name or place");
+    }
+}
+
+#[test]
 fn drug_names_are_never_people_or_places() {
     // (v2 read drugs in "LASIX---COUMADIN" lists as names; v5 learned those lists, so the
     // example is brand names in prose.)

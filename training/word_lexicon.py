@@ -8,7 +8,9 @@ below) as Debian's wamerican-large package installs it. Kept: words of letters o
 "'s" removed) that the list has only in lower case: "heart", "lumen", "aphasia", "shelter".
 Removed: every word the list also has capitalised ("Bill", "Rose", "Cross", "Baltimore"), and
 every first name, last name, city, state, country and street word that Faker (all its locales)
-knows, so that the lexicon never holds a word that is commonly a name. veil drops a PERSON,
+knows, so that the lexicon never holds a word that is commonly a name. Added: the charting
+abbreviations that gen_data.py uses as non-entities (ABBR, HARD_NEG: "NGT", "KUB", "NKDA", "MAE"),
+minus the same names and places ("HO", "LAD", "LIMA" go). veil drops a PERSON,
 LOCATION or ORGANIZATION span made only of these words where the model cannot see case (decoding
 rule 6, models/README.md).
 """
@@ -16,12 +18,14 @@ import argparse
 import re
 
 from drug_lexicon import NAME_ATTRS, PLACE_ATTRS, address_providers, faker_words, person_providers
+from gen_data import ABBR, HARD_NEG
 
 WORD = re.compile(r"[A-Za-z]+")
 NOTICE = """\
 # English words written only in lower case, never names or places (one word per line).
 # Built by training/word_lexicon.py from SCOWL as packaged by Debian (wamerican-large), minus
-# every word the list also capitalises and every name and place Faker knows.
+# every word the list also capitalises, plus the charting abbreviations training/gen_data.py uses
+# as non-entities, minus every name and place Faker knows.
 # SCOWL: Copyright 2000-2011 by Kevin Atkinson. Permission to use, copy, modify, distribute and
 # sell these word lists, the associated scripts, the output created from the scripts, and its
 # documentation for any purpose is hereby granted without fee, provided that the above copyright
@@ -45,11 +49,16 @@ def main():
                 (capitalised if w[0].isupper() else lower).add(w.lower())
     names = faker_words(person_providers, NAME_ATTRS)
     places = faker_words(address_providers, PLACE_ATTRS)
-    kept = sorted(w for w in lower - capitalised - names - places if len(w) >= 2)
+    # Charting abbreviations the generator teaches as non-entities ("NGT", "KUB", "NKDA", "yo"):
+    # written in capitals, so not in the lower-case list, and never a name or place either.
+    abbreviations = {w.lower() for w in ABBR + HARD_NEG if WORD.fullmatch(w)}
+    kept = sorted(w for w in (lower - capitalised) | abbreviations
+                  if w not in names and w not in places and len(w) >= 2)
     with open(a.out, "w", encoding="utf-8") as f:
         f.write(NOTICE)
         f.write("\n".join(kept) + "\n")
-    print(f"{len(lower)} lower-case words, {len(lower - capitalised)} never capitalised, {len(kept)} kept")
+    print(f"{len(lower)} lower-case words, {len(lower - capitalised)} never capitalised, "
+          f"{len(abbreviations)} abbreviations, {len(kept)} kept")
 
 
 if __name__ == "__main__":
