@@ -2115,22 +2115,24 @@ mod tests {
         // places follow the same rule, and a name does not vouch for a place letter.
         let text =
             "G.U.: ok. B.S. clear. Seen by J. R. Tolkien. S: at St A. now. O: to L. Hargrove";
-        let span = |needle: &str, entity: EntityType| found(text, needle, entity);
-        let mut spans = vec![
-            span("G.", EntityType::Person),
-            span("U.", EntityType::Person),
-            span("B.", EntityType::Person),
-            span("S.", EntityType::Person),
-            span("J.", EntityType::Person),
-            span("R.", EntityType::Person),
-            span("Tolkien", EntityType::Person),
-            span("S", EntityType::Location),
-            span("St", EntityType::Location),
-            span("A.", EntityType::Location),
-            span("O", EntityType::Location),
-            span("L.", EntityType::Location),
-            span("Hargrove", EntityType::Person),
-        ];
+        let (person, place) = (EntityType::Person, EntityType::Location);
+        let mut spans: Vec<Finding> = [
+            ("G.", &person),
+            ("U.", &person),
+            ("B.", &person),
+            ("S.", &person),
+            ("J.", &person),
+            ("R.", &person),
+            ("Tolkien", &person),
+            ("St", &place),
+            ("A.", &place),
+            ("O", &place),
+            ("L.", &place),
+            ("Hargrove", &person),
+        ]
+        .into_iter()
+        .map(|(needle, entity)| found(text, needle, entity.clone()))
+        .collect();
         drop_lone_initials(text, &mut spans);
         let kept: Vec<&str> = spans.iter().map(|f| &text[f.start..f.end]).collect();
         assert_eq!(kept, ["J.", "R.", "Tolkien", "St", "A.", "Hargrove"]);
