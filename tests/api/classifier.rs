@@ -32,6 +32,28 @@ async fn name_only_prompt_under_hipaa_stays_local() {
 }
 
 #[tokio::test]
+async fn a_name_read_as_an_organization_never_reaches_the_cloud_under_hipaa() {
+    // v5.1 reads this short prompt's name as an ORGANIZATION (0.99), not a PERSON; under HIPAA
+    // organizations are redacted, so the name goes out as a placeholder or the request stays
+    // local — never raw. Invented name.
+    let veil = Veil::start_with(with_classifier).await;
+    let resp = veil
+        .chat(
+            KEY_HIPAA,
+            user("Summarize the visit of Anneliese Kowalczyk."),
+        )
+        .await;
+    let action = resp.headers()["x-veil-action"].to_str().unwrap().to_owned();
+    assert!(action == "redact" || action == "local", "{action}");
+    for sent in veil.mock.bodies() {
+        assert!(
+            !sent.contains("Anneliese") && !sent.contains("Kowalczyk"),
+            "{sent}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn clean_clinical_question_is_not_flagged() {
     let veil = Veil::start_with(with_classifier).await;
     let resp = veil
