@@ -881,6 +881,21 @@ CLIN_PHRASES = ["good spirits", "no distress", "no acute distress", "mild distre
                 "the meeting", "the plan", "agreement", "progress", "the past", "the interim", "transit", "place",
                 "good position", "the field", "the ambulance", "the helicopter", "medflight", "the sheath", "the groin"]
 DRUG_LEXICON = []  # filled from --drugs
+PLAIN_WORDS = []  # filled from --words: English words written only in lower case (word_lexicon.py), 4+ letters
+# Languages and nationalities: who a patient is or what they speak, not where (not PHI on their own).
+LANGUAGES = """Spanish Portuguese Cantonese Mandarin Vietnamese Russian Ukrainian Polish Haitian Creole Arabic Farsi Persian
+Iranian Somali Amharic Tigrinya Swahili Yoruba Hindi Urdu Punjabi Bengali Gujarati Tagalog Korean Japanese Greek Italian
+Albanian Armenian Hmong Khmer Lao Thai Burmese Nepali Turkish Hebrew Yiddish French German ASL""".split()
+LANG_TEMPLATES = ["speaks {L}", "{L} speaking", "{L}-speaking", "{L} interpreter", "interpreter ({L})", "primary language {L}",
+                  "speaks only {L}", "yelling in {L}", "{L} speaking only", "uses {L} interpreter", "understands some {L}"]
+
+
+def plain_negative():
+    """One to three everyday English words (4+ letters) from the word lexicon, a quarter misspelled: in
+    all-caps notes and after prepositions a small model reads unfamiliar ordinary words as names."""
+    v = " ".join(R.choice(PLAIN_WORDS) for _ in range(R.choice([1, 1, 2, 2, 3])))
+    v = typos(v, 0.5) if R.random() < 0.25 else v
+    return v[:1].upper() + v[1:] if R.random() < 0.3 else v
 CLIN_NEG_TEMPLATES = [
     "from {T}", "FROM {T}", "to {T}", "transferred to {T}", "sent to {T}", "in {T}", "IN {T}", "at {T}", "for {T}",
     "s/p {T}", "S/P {T}", "r/o {T}", "? {T}", "{T} done", "{T} today", "{T} this am", "plan {T}", "{T} in am",
@@ -903,13 +918,17 @@ def drug_word():
 
 
 def clinical_negative():
-    """A PHI-free clinical fragment built from CLIN_TERMS, CLIN_PHRASES and drug names."""
+    """A PHI-free clinical fragment built from CLIN_TERMS, CLIN_PHRASES, drug names, everyday words and languages."""
+    if R.random() < 0.06:
+        return R.choice(LANG_TEMPLATES).replace("{L}", R.choice(LANGUAGES))
     t = R.choice(CLIN_NEG_TEMPLATES)
     out, pos = [], 0
     for m in SLOT_RE.finditer(t):
         out.append(t[pos:m.start()])
         k = m.group(1)
-        if k == "T":
+        if k == "T" and PLAIN_WORDS and R.random() < 0.3:
+            v = plain_negative()
+        elif k == "T":
             v = " ".join(R.choice(CLIN_TERMS) for _ in range(R.choice([1, 1, 1, 2, 2, 3])))
             v = typos(v, 0.5) if R.random() < 0.25 else v
         elif k == "P":
@@ -1174,11 +1193,15 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--templates", help="presidio-evaluator templates.txt (optional; 10%% of examples when given)")
     ap.add_argument("--drugs", help="drug lexicon, one name per line (drug_lexicon.py): more hard negatives in clinical text")
+    ap.add_argument("--words", help="word lexicon, one word per line (word_lexicon.py): everyday words as hard negatives")
     a = ap.parse_args()
     if a.templates:
         load_public_templates(a.templates)
     if a.drugs:
         DRUG_LEXICON.extend(w.strip() for w in open(a.drugs, encoding="utf-8") if w.strip())
+    if a.words:
+        PLAIN_WORDS.extend(w.strip() for w in open(a.words, encoding="utf-8")
+                           if len(w.strip()) >= 4 and not w.startswith("#"))
     R.seed(a.seed)
     Faker.seed(a.seed)
     init_fakers(a.seed)

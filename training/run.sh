@@ -77,7 +77,7 @@ $PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
 $PY word_lexicon.py --dict /usr/share/dict/american-english-large --out "$OUT/words.txt"
 
 log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
-$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
+$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" --words "$OUT/words.txt" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
 
 DISTIL_ARGS=()
 if [ -n "$TEACHER" ]; then
