@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use veil::config::Config;
+use veil::detect::Finding;
 use veil::snapshot::{PolicySet, Snapshot};
 
 #[derive(Parser)]
@@ -42,6 +43,10 @@ enum Command {
         /// Read lines {"id","text"} from IN and write {"id","spans"} to OUT (offsets in code points).
         #[arg(long, num_args = 2, value_names = ["IN", "OUT"])]
         jsonl: Option<Vec<PathBuf>>,
+        /// Only findings a rule of the policy acts on (redact, local or block; by entity type and
+        /// score): what the policy protects, rather than everything detected.
+        #[arg(long)]
+        acted_on: bool,
         /// Scan this file.
         #[arg(long)]
         file: Option<PathBuf>,
@@ -104,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scan {
             policy,
             jsonl,
+            acted_on,
             file,
             text,
         } => {
@@ -115,19 +121,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             match (jsonl, file, text) {
                 (Some(paths), _, _) => match paths.as_slice() {
-                    [input, output] => scan_jsonl(&set, input, output),
+                    [input, output] => scan_jsonl(&set, acted_on, input, output),
                     _ => bail!("--jsonl takes IN and OUT"),
                 },
                 (None, Some(path), _) => {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
-                    print_findings(&set, &text)
+                    print_findings(&set, acted_on, &text)
                 }
-                (None, None, Some(text)) => print_findings(&set, &text),
+                (None, None, Some(text)) => print_findings(&set, acted_on, &text),
                 (None, None, None) => {
                     let mut text = String::new();
                     std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-                    print_findings(&set, &text)
+                    print_findings(&set, acted_on, &text)
                 }
             }
         }
@@ -211,8 +217,17 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_findings(set: &PolicySet, text: &str) -> anyhow::Result<()> {
-    let findings = set.detectors.detect(text)?;
+/// What `veil scan` reports: every finding, or with `acted_on` those a rule of the policy acts on.
+fn findings(set: &PolicySet, acted_on: bool, text: &str) -> anyhow::Result<Vec<Finding>> {
+    let mut found = set.detectors.detect(text)?;
+    if acted_on {
+        found.retain(|f| set.policy.acts_on(f));
+    }
+    Ok(found)
+}
+
+fn print_findings(set: &PolicySet, acted_on: bool, text: &str) -> anyhow::Result<()> {
+    let findings = findings(set, acted_on, text)?;
     let mut out = std::io::stdout().lock();
     if findings.is_empty() {
         writeln!(out, "no findings")?;
@@ -234,7 +249,7 @@ fn char_offsets(text: &str, start: usize, end: usize) -> (usize, usize) {
     (count(start), count(end))
 }
 
-fn scan_jsonl(set: &PolicySet, input: &Path, output: &Path) -> anyhow::Result<()> {
+fn scan_jsonl(set: &PolicySet, acted_on: bool, input: &Path, output: &Path) -> anyhow::Result<()> {
     let reader = std::io::BufReader::new(
         std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?,
     );
@@ -254,9 +269,7 @@ fn scan_jsonl(set: &PolicySet, input: &Path, output: &Path) -> anyhow::Result<()
             .get("text")
             .and_then(Value::as_str)
             .with_context(|| format!("{}:{}: no \"text\" string", input.display(), n + 1))?;
-        let spans: Vec<Value> = set
-            .detectors
-            .detect(text)?
+        let spans: Vec<Value> = findings(set, acted_on, text)?
             .into_iter()
             .map(|f| {
                 let (start, end) = char_offsets(text, f.start, f.end);

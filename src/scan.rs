@@ -57,14 +57,30 @@ impl Detectors {
 
     /// Every finding in `text`: pattern findings, then classifier findings, sorted by start.
     /// Overlaps are kept (each counts for the policy); redaction covers their union.
+    /// Classifier scores are reported on the policy scale ([`on_policy_scale`]).
     pub fn detect(&self, text: &str) -> Result<Vec<Finding>, ClassifierError> {
         let mut findings = self.patterns.detect(text);
         if let ClassifierState::Loaded(c) = &self.classifier {
             let extra = c.detect(text, &self.thresholds)?;
-            findings.extend(extra.into_iter().filter(|f| {
-                let value = text.get(f.start..f.end).unwrap_or_default();
-                !self.allow.contains(&value.to_lowercase())
-            }));
+            findings.extend(
+                extra
+                    .into_iter()
+                    .filter(|f| {
+                        let value = text.get(f.start..f.end).unwrap_or_default();
+                        !self.allow.contains(&value.to_lowercase())
+                    })
+                    .map(|mut f| {
+                        let threshold = self
+                            .thresholds
+                            .get(&f.entity)
+                            .copied()
+                            .or_else(|| c.threshold(&f.entity));
+                        if let Some(t) = threshold {
+                            f.score = on_policy_scale(f.score, t);
+                        }
+                        f
+                    }),
+            );
             findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
         }
         Ok(findings)
@@ -88,6 +104,20 @@ impl Detectors {
         }
         v
     }
+}
+
+/// A classifier score on the policy scale: the type's threshold — the model's operating point,
+/// where it starts reporting the type, chosen per type for recall — maps to 0.5 and certainty to
+/// 1, linearly; a reported span below its threshold (grown by hysteresis) counts as 0.5. Rules
+/// compare every finding with one `min_score` (0.5 by default), while the thresholds differ by
+/// type (PERSON 0.3, LOCATION 0.1, DATE 0.55 for v5.1): on the model's raw scores a rule's 0.5 would
+/// silently drop the weaker names and places the thresholds were chosen to report.
+pub fn on_policy_scale(score: f32, threshold: f32) -> f32 {
+    if !(0.0..1.0).contains(&threshold) {
+        return score;
+    }
+    let above = ((score - threshold) / (1.0 - threshold)).clamp(0.0, 1.0);
+    0.5 + 0.5 * above
 }
 
 /// The part of a finding that falls inside one segment (byte offsets within that segment).
@@ -261,6 +291,22 @@ mod tests {
         assert!(unsupported_script(
             "患者の山田太郎さんは昨日の夜に入院しました。診察を受けました。"
         ));
+    }
+
+    #[test]
+    fn classifier_scores_meet_min_score_at_the_threshold() {
+        // PERSON at 0.3: a name the model reports at 0.40 is above the operating point.
+        assert!((on_policy_scale(0.3, 0.3) - 0.5).abs() < 1e-6);
+        assert!((on_policy_scale(0.4, 0.3) - (0.5 + 0.5 / 7.0)).abs() < 1e-6);
+        assert!((on_policy_scale(1.0, 0.3) - 1.0).abs() < 1e-6);
+        // Grown by hysteresis below the threshold: still reported, so at the operating point.
+        assert!((on_policy_scale(0.2, 0.3) - 0.5).abs() < 1e-6);
+        // A threshold above 0.5 lowers a score (DATE 0.55: 0.55 -> 0.5).
+        assert!((on_policy_scale(0.55, 0.55) - 0.5).abs() < 1e-6);
+        // Order is kept.
+        assert!(on_policy_scale(0.6, 0.1) < on_policy_scale(0.7, 0.1));
+        // A degenerate threshold leaves the score alone.
+        assert!((on_policy_scale(0.7, 1.0) - 0.7).abs() < 1e-6);
     }
 
     #[test]

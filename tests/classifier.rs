@@ -341,6 +341,31 @@ fn scores_do_not_depend_on_the_cpu() {
 }
 
 #[test]
+fn weak_names_used_by_the_policy_test_score_between_threshold_and_min_score() {
+    // tests/api/classifier.rs `weak_names_count_for_the_policy` needs names the model reports
+    // above its PERSON threshold but below the rules' min_score (raw). A new model needs new names.
+    let dir = repo().join("models/classifier");
+    assert_eq!(manifest(&dir).version, "veil-ner-minilm-L3-int8-v5.1");
+    let c = Classifier::load(&config(&dir)).unwrap();
+    let threshold = c.threshold(&EntityType::Person).unwrap();
+    for (text, name, below) in [
+        ("Can Ilse cover the evening shift?", "Ilse", 0.5),
+        ("Can Alma cover the evening shift?", "Alma", 0.6),
+    ] {
+        let found = c.detect(text, &BTreeMap::new()).unwrap();
+        let f = found
+            .iter()
+            .find(|f| &text[f.start..f.end] == name && f.entity == EntityType::Person)
+            .unwrap_or_else(|| panic!("{name} not found: {found:?}"));
+        assert!(
+            f.score >= threshold && f.score < below,
+            "{name}: {}",
+            f.score
+        );
+    }
+}
+
+#[test]
 fn every_quantized_weight_of_the_shipped_model_can_be_made_int8() {
     // On VNNI CPUs the classifier rewrites the shipped uint8 weights as int8 (2x faster there).
     // If a new export stopped matching what the rewrite expects, it would silently fall back to

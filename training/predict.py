@@ -44,7 +44,7 @@ Decoding (see models/README.md, "Decoding rules"):
     m/yy with yy > 31, 'yy, 19xx/20xx, yyyy-mm-dd), without a leading apostrophe; otherwise it is dropped.
     Then a PERSON, LOCATION or ORGANIZATION span is dropped if its words are all drug names (drug
     lexicon), or all plain words (word lexicon: English words written only in lower case) or generic
-    where case cannot help (the text does not capitalise words, or the span has no capital), unless it
+    where case cannot help (the text does not capitalise words, or the span does not mix cases), unless it
     holds a FACILITY_HEADS word or follows a title or relation (only_plain_words); in text that
     capitalises words, weak lower-case spans (weak_lower_case_span) and PERSON spans of two or three
     capitals after no title or relation (acronym_as_name) are dropped. Last, a PERSON or
@@ -290,6 +290,43 @@ def postprocess(text, span):
     return span
 
 
+# Nationalities, languages, religions and ethnic groups: who a person is or what they speak, never a
+# name or a place by themselves ("Cantonese speaking", "yelling in Iranian"). GROUP_WORDS in classifier.rs.
+GROUP_WORDS = frozenset("""afghan african albanian algerian american amharic amish anglican arab arabic argentine argentinian armenian
+asian assyrian australian austrian bangladeshi baptist belarusian belgian bengali bolivian bosnian brazilian
+british buddhist bulgarian burmese cambodian cameroonian canadian cantonese caribbean catholic caucasian
+chilean chinese colombian congolese creole croatian cuban czech danish dominican dutch ecuadorian
+egyptian english eritrean estonian ethiopian european evangelical farsi filipino finnish french georgian
+german ghanaian greek guatemalan gujarati haitian hasidic hausa hebrew hindi hindu hispanic hmong honduran
+hungarian icelandic igbo indian indonesian iranian iraqi irish islamic israeli italian jamaican japanese
+jewish jordanian kenyan khmer korean kurdish lao laotian latina latino latvian lebanese liberian libyan
+lithuanian lutheran macedonian malay malaysian mandarin methodist mexican moldovan mongolian mormon moroccan
+muslim nepalese nepali nicaraguan nigerian norwegian orthodox pakistani palestinian panamanian pashto persian
+peruvian polish portuguese presbyterian protestant punjabi quaker romanian russian salvadoran samoan
+saudi scottish senegalese serbian sikh slovak slovenian somali spanish sudanese swahili swedish swiss
+syrian tagalog taiwanese tamil telugu thai tibetan tigrinya tongan turkish ugandan ukrainian urdu uzbek
+venezuelan vietnamese welsh yemeni yiddish yoruba zulu""".split())
+
+
+def drop_group_words(text, spans):
+    """Step 6: a PERSON, LOCATION or ORGANIZATION span made only of GROUP_WORDS is dropped, unless a
+    title or a relation precedes it ("Mr. French") or it follows a LOCATION or ADDRESS span with at most
+    three spaces, commas or "(" between ("Cyprus (Greek)")."""
+    def keep(s):
+        if s["label"] not in ("PERSON", "LOCATION", "ORGANIZATION"):
+            return True
+        words = [w.lower() for w in re.findall(r"[^\W\d_]+", text[s["start"]:s["end"]])]
+        if not words or not all(w in GROUP_WORDS for w in words):
+            return True
+        prev = previous_word(text, s["start"]).lower()
+        if prev in TITLES or prev in RELATIONS:
+            return True
+        return any(o["label"] in ("LOCATION", "ADDRESS") and o["end"] <= s["start"]
+                   and len(text[o["end"]:s["start"]]) <= 3
+                   and all(c.isspace() or c in ",(" for c in text[o["end"]:s["start"]]) for o in spans)
+    return [s for s in spans if keep(s)]
+
+
 def drop_lone_initials(text, spans):
     """Step 6c: a PERSON or LOCATION span with a single letter or digit ("G." of "G.U.", "a." of
     "a.m.", "S" of a SOAP note's "S:") is dropped unless it is tied to a longer span of its type:
@@ -442,12 +479,12 @@ def only_plain_words(text, span, plain, cased):
     """Step 6: a PERSON, LOCATION or ORGANIZATION span made only of plain words (English words written
     only in lower case, none a name or place Faker knows; word_lexicon.py) and GENERIC_PLACE words is
     dropped where case cannot tell the model otherwise: the text does not capitalise words, or the span
-    has no upper-case letter. Kept: spans with a FACILITY_HEADS word and spans whose previous word is a
-    title or a relation."""
+    does not mix cases (no upper-case letter, or no lower-case one: all caps). Kept: spans with a
+    FACILITY_HEADS word and spans whose previous word is a title or a relation."""
     if not plain or span["label"] not in ("PERSON", "LOCATION", "ORGANIZATION"):
         return False
     frag = text[span["start"]:span["end"]]
-    if cased and any(c.isupper() for c in frag):
+    if cased and any(c.isupper() for c in frag) and any(c.islower() for c in frag):
         return False
     words = [w.lower() for w in re.findall(r"[^\W\d_]+", frag)]
     prev = previous_word(text, span["start"]).lower()
@@ -664,6 +701,7 @@ class Classifier:
                 continue
             out.append(span)
         if text is not None:
+            out = drop_group_words(text, out)
             out = drop_lone_initials(text, out)
             out += propagate_names(text, out)
         return out

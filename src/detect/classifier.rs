@@ -428,6 +428,7 @@ impl Classifier {
             found.retain(|f| !weak_lower_case_span(text, f) && !acronym_as_name(text, f));
         }
         found.retain(|f| !only_plain_words(text, f, &self.plain_words, cased));
+        drop_group_words(text, &mut found);
         drop_lone_initials(text, &mut found);
         let more = propagate_names(text, &found);
         found.extend(more);
@@ -1475,6 +1476,209 @@ fn acronym_as_name(text: &str, f: &Finding) -> bool {
         && !after_relation(text, f.start)
 }
 
+/// Nationalities, languages, religions and ethnic groups, lower case, sorted: who a person is or
+/// what they speak, never a name or a place by themselves ("Cantonese speaking", "yelling in
+/// Iranian", "catholic priest"). `GROUP_WORDS` in `training/predict.py`.
+const GROUP_WORDS: &[&str] = &[
+    "afghan",
+    "african",
+    "albanian",
+    "algerian",
+    "american",
+    "amharic",
+    "amish",
+    "anglican",
+    "arab",
+    "arabic",
+    "argentine",
+    "argentinian",
+    "armenian",
+    "asian",
+    "assyrian",
+    "australian",
+    "austrian",
+    "bangladeshi",
+    "baptist",
+    "belarusian",
+    "belgian",
+    "bengali",
+    "bolivian",
+    "bosnian",
+    "brazilian",
+    "british",
+    "buddhist",
+    "bulgarian",
+    "burmese",
+    "cambodian",
+    "cameroonian",
+    "canadian",
+    "cantonese",
+    "caribbean",
+    "catholic",
+    "caucasian",
+    "chilean",
+    "chinese",
+    "colombian",
+    "congolese",
+    "creole",
+    "croatian",
+    "cuban",
+    "czech",
+    "danish",
+    "dominican",
+    "dutch",
+    "ecuadorian",
+    "egyptian",
+    "english",
+    "eritrean",
+    "estonian",
+    "ethiopian",
+    "european",
+    "evangelical",
+    "farsi",
+    "filipino",
+    "finnish",
+    "french",
+    "georgian",
+    "german",
+    "ghanaian",
+    "greek",
+    "guatemalan",
+    "gujarati",
+    "haitian",
+    "hasidic",
+    "hausa",
+    "hebrew",
+    "hindi",
+    "hindu",
+    "hispanic",
+    "hmong",
+    "honduran",
+    "hungarian",
+    "icelandic",
+    "igbo",
+    "indian",
+    "indonesian",
+    "iranian",
+    "iraqi",
+    "irish",
+    "islamic",
+    "israeli",
+    "italian",
+    "jamaican",
+    "japanese",
+    "jewish",
+    "jordanian",
+    "kenyan",
+    "khmer",
+    "korean",
+    "kurdish",
+    "lao",
+    "laotian",
+    "latina",
+    "latino",
+    "latvian",
+    "lebanese",
+    "liberian",
+    "libyan",
+    "lithuanian",
+    "lutheran",
+    "macedonian",
+    "malay",
+    "malaysian",
+    "mandarin",
+    "methodist",
+    "mexican",
+    "moldovan",
+    "mongolian",
+    "mormon",
+    "moroccan",
+    "muslim",
+    "nepalese",
+    "nepali",
+    "nicaraguan",
+    "nigerian",
+    "norwegian",
+    "orthodox",
+    "pakistani",
+    "palestinian",
+    "panamanian",
+    "pashto",
+    "persian",
+    "peruvian",
+    "polish",
+    "portuguese",
+    "presbyterian",
+    "protestant",
+    "punjabi",
+    "quaker",
+    "romanian",
+    "russian",
+    "salvadoran",
+    "samoan",
+    "saudi",
+    "scottish",
+    "senegalese",
+    "serbian",
+    "sikh",
+    "slovak",
+    "slovenian",
+    "somali",
+    "spanish",
+    "sudanese",
+    "swahili",
+    "swedish",
+    "swiss",
+    "syrian",
+    "tagalog",
+    "taiwanese",
+    "tamil",
+    "telugu",
+    "thai",
+    "tibetan",
+    "tigrinya",
+    "tongan",
+    "turkish",
+    "ugandan",
+    "ukrainian",
+    "urdu",
+    "uzbek",
+    "venezuelan",
+    "vietnamese",
+    "welsh",
+    "yemeni",
+    "yiddish",
+    "yoruba",
+    "zulu",
+];
+
+/// Step 6, over all spans: a PERSON, LOCATION or ORGANIZATION span made only of [`GROUP_WORDS`] is
+/// dropped, unless a title or a relation precedes it ("Mr. French") or it follows a place or an
+/// address span with at most three spaces, commas or `(` between ("Cyprus (Greek)").
+fn drop_group_words(text: &str, found: &mut Vec<Finding>) {
+    let keep: Vec<bool> = found
+        .iter()
+        .map(|f| {
+            !name_span_words(text, f)
+                .is_some_and(|words| words.iter().all(|w| listed(GROUP_WORDS, w)))
+                || previous_word(text, f.start)
+                    .is_some_and(|w| listed(TITLES, w) || listed(RELATIONS, w))
+                || found.iter().any(|o| {
+                    matches!(o.entity, EntityType::Location | EntityType::Address)
+                        && o.end <= f.start
+                        && text.get(o.end..f.start).is_some_and(|gap| {
+                            gap.len() <= 3
+                                && gap
+                                    .chars()
+                                    .all(|c| c.is_whitespace() || c == ',' || c == '(')
+                        })
+                })
+        })
+        .collect();
+    let mut keep = keep.into_iter();
+    found.retain(|_| keep.next().unwrap_or(true));
+}
+
 /// Step 6 of the decoding rules, after [`span_rules`]: whether `f` is a PERSON, LOCATION or
 /// ORGANIZATION span whose words (runs of letters) are all drug names ("coumadin", "ATIVAN",
 /// "zoloft / amiodarone"): a drug is never a person or a place. The lexicon has no name or
@@ -1525,15 +1729,18 @@ const FACILITY_HEADS: &[&str] = &[
 /// of plain words (`plain`: English words written only in lower case, none a name or place Faker
 /// knows; `training/word_lexicon.py`) and [`GENERIC_PLACE`] words, where case cannot tell the
 /// model otherwise: the text does not [capitalise words](capitalises_words) (`cased` false:
-/// "TRIPLE LUMEN", "MEDICALLY", "wheezy") or the span has no upper-case letter ("fair weather").
+/// "TRIPLE LUMEN", "MEDICALLY", "wheezy"), or the span does not mix cases: no upper-case letter
+/// ("fair weather") or no lower-case one ("MIDDLE OF BED" in a note that capitalises elsewhere).
 /// Kept: spans with a [`FACILITY_HEADS`] word ("MERCY HOSPITAL") and spans whose
 /// [previous word](previous_word) is a title or a relation ("DR TALLOW", "son: bill").
 fn only_plain_words(text: &str, f: &Finding, plain: &HashSet<String>, cased: bool) -> bool {
+    // Case tells only where the writer uses it and the span mixes cases ("Calvert"); an all-caps
+    // span in such text is emphasis or an abbreviation as often as a name.
     if plain.is_empty()
         || (cased
-            && text
-                .get(f.start..f.end)
-                .is_some_and(|s| s.chars().any(char::is_uppercase)))
+            && text.get(f.start..f.end).is_some_and(|s| {
+                s.chars().any(char::is_uppercase) && s.chars().any(char::is_lowercase)
+            }))
     {
         return false;
     }
@@ -1891,7 +2098,7 @@ mod tests {
             .map(str::to_owned)
             .collect();
         let upper = "TRIPLE LUMEN IN. TO MERCY HOSPITAL. ..DR TALLOW CALLED. JO FAIR";
-        let cased = "Out in fair weather, Triple Lumen out, son: tallow came";
+        let cased = "Out in fair weather, Triple Lumen out, son: tallow came, back to TRIPLE LUMEN";
         let dropped = |text: &str, needle: &str, entity: EntityType| {
             let f = found(text, needle, entity);
             only_plain_words(text, &f, &plain, capitalises_words(text))
@@ -1901,6 +2108,11 @@ mod tests {
         assert!(dropped(upper, "TRIPLE LUMEN", EntityType::Location));
         assert!(dropped(cased, "fair weather", EntityType::Location));
         assert!(dropped(upper, "FAIR", EntityType::Person));
+        // In cased text an all-caps span does not use case either.
+        let mut f = found(cased, "TRIPLE LUMEN", EntityType::Location);
+        f.start = cased.rfind("TRIPLE LUMEN").expect("second mention");
+        f.end = f.start + "TRIPLE LUMEN".len();
+        assert!(only_plain_words(cased, &f, &plain, true));
         // A facility noun, a title or relation before, a capital in cased text, a word that is
         // not plain ("JO"), other types, and an empty lexicon are left alone.
         assert!(!dropped(upper, "MERCY HOSPITAL", EntityType::Location));
@@ -2136,6 +2348,34 @@ mod tests {
         drop_lone_initials(text, &mut spans);
         let kept: Vec<&str> = spans.iter().map(|f| &text[f.start..f.end]).collect();
         assert_eq!(kept, ["J.", "R.", "Tolkien", "St", "A.", "Hargrove"]);
+    }
+
+    #[test]
+    fn nationalities_languages_and_faiths_are_no_names_or_places() {
+        let text = "Pt speaks Cantonese, yelling in IRANIAN; catholic priest in. Mr. French and \
+                    Nadia Welsh came from Cyprus (Greek) and Lake Tahoe.";
+        let (person, place) = (EntityType::Person, EntityType::Location);
+        let mut spans: Vec<Finding> = [
+            ("Cantonese", &person),
+            ("IRANIAN", &place),
+            ("catholic", &person),
+            ("French", &person),
+            ("Nadia Welsh", &person),
+            ("Cyprus", &place),
+            ("Greek", &place),
+            ("Lake Tahoe", &place),
+        ]
+        .into_iter()
+        .map(|(needle, entity)| found(text, needle, entity.clone()))
+        .collect();
+        drop_group_words(text, &mut spans);
+        let kept: Vec<&str> = spans.iter().map(|f| &text[f.start..f.end]).collect();
+        // A title before it, another word in the span, a place just before it keep it.
+        assert_eq!(
+            kept,
+            ["French", "Nadia Welsh", "Cyprus", "Greek", "Lake Tahoe"]
+        );
+        assert!(GROUP_WORDS.windows(2).all(|w| w[0] < w[1]), "sorted");
     }
 
     #[test]

@@ -208,6 +208,15 @@ impl Policy {
             .unwrap_or(self.default_operator)
     }
 
+    /// Whether a rule that does more than allow counts `f` — by entity type and score alone;
+    /// tenants, models and `min_count` are not checked. What `veil scan --acted-on` keeps: the
+    /// findings this policy would redact, keep local or block for.
+    pub fn acts_on(&self, f: &Finding) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.action != Action::Allow && r.counts(f))
+    }
+
     /// Decides one request.
     pub fn decide(&self, facts: &Facts<'_>) -> Decision {
         let mut hits = Vec::new();
@@ -403,6 +412,19 @@ min_score = 0.8
         });
         assert_eq!(d.action, Action::Redact);
         assert_eq!(d.redact, vec![true, false]);
+    }
+
+    #[test]
+    fn acts_on_counts_rules_that_do_more_than_allow() {
+        let p = policy(&format!(
+            "{P}\n[[rules]]\nid = \"dates\"\nentities = [\"DATE\"]\naction = \"allow\"\n"
+        ));
+        assert!(p.acts_on(&finding(EntityType::Email, 0.9)));
+        assert!(p.acts_on(&finding(EntityType::Ssn, 0.8)));
+        // Below the rule's min_score, only allowed, or no rule at all.
+        assert!(!p.acts_on(&finding(EntityType::Ssn, 0.5)));
+        assert!(!p.acts_on(&finding(EntityType::Date, 0.9)));
+        assert!(!p.acts_on(&finding(EntityType::Person, 0.9)));
     }
 
     #[test]

@@ -54,6 +54,33 @@ async fn a_name_read_as_an_organization_never_reaches_the_cloud_under_hipaa() {
 }
 
 #[tokio::test]
+async fn weak_names_count_for_the_policy() {
+    // The model reports "Ilse" at 0.40 and "Alma" at 0.57 (raw, v5.1; tests/classifier.rs pins
+    // both) — above its PERSON threshold of 0.3, below the rules' min_score of 0.5 (HIPAA's
+    // default) and 0.6. Classifier scores are reported on the policy scale (the threshold maps to
+    // 0.5), so both names are acted on: kept local under HIPAA, redacted under the default
+    // policy. Before, both prompts went to the cloud with the name. Invented names.
+    let veil = Veil::start_with(with_classifier).await;
+    let resp = veil
+        .chat(KEY_HIPAA, user("Can Ilse cover the evening shift?"))
+        .await;
+    assert_eq!(resp.headers()["x-veil-action"], "local");
+    assert_eq!(
+        veil.mock.hits(),
+        0,
+        "a name under HIPAA never reaches the cloud"
+    );
+    let resp = veil
+        .chat(KEY_DEFAULT, user("Can Alma cover the evening shift?"))
+        .await;
+    assert_eq!(resp.headers()["x-veil-action"], "redact");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(veil.mock.hits(), 1);
+    let sent = &veil.mock.bodies()[0];
+    assert!(!sent.contains("Alma"), "{sent}");
+}
+
+#[tokio::test]
 async fn clean_clinical_question_is_not_flagged() {
     let veil = Veil::start_with(with_classifier).await;
     let resp = veil

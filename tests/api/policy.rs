@@ -47,8 +47,8 @@ async fn hot_reload_swaps_good_policies_and_keeps_the_last_good_one() {
         &default,
         good.replace("id = \"contact.redact\"", "id = \"contact.block\"")
             .replace(
-                "entities = [\"EMAIL\", \"PHONE\", \"IP_ADDRESS\"]\naction = \"redact\"",
-                "entities = [\"EMAIL\", \"PHONE\", \"IP_ADDRESS\"]\naction = \"block\"",
+                "entities = [\"EMAIL\", \"PHONE\", \"IP_ADDRESS\", \"ADDRESS\"]\naction = \"redact\"",
+                "entities = [\"EMAIL\", \"PHONE\", \"IP_ADDRESS\", \"ADDRESS\"]\naction = \"block\"",
             ),
     )
     .unwrap();
