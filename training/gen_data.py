@@ -919,7 +919,7 @@ def drug_word():
 
 def clinical_negative():
     """A PHI-free clinical fragment built from CLIN_TERMS, CLIN_PHRASES, drug names, everyday words and languages."""
-    if R.random() < 0.06:
+    if PLAIN_WORDS and R.random() < 0.06:
         return R.choice(LANG_TEMPLATES).replace("{L}", R.choice(LANGUAGES))
     t = R.choice(CLIN_NEG_TEMPLATES)
     out, pos = [], 0

@@ -7,7 +7,7 @@
 # Environment knobs: N_EXAMPLES (default 60000), LAYERS (3), MINUTES (training wall-clock cap, 90), LR (1.5e-4),
 # EPOCHS (3; about 7,000 steps, 70 min on 2 quiet cores; the time cap ends a slower run first), PACK (share of short examples packed into long
 # windows, 0), SEQ (inference window incl. [CLS]/[SEP], 128), STRIDE (96), SEED (13), MAX_FPR (0.14), PUBLIC_TEMPLATES (0),
-# SHARED (../../shared), TEACHER (an exported classifier's model.onnx to distil from; none by
+# SHARED (../../shared), PLAIN_NEGATIVES (0), TEACHER (an exported classifier's model.onnx to distil from; none by
 # default), ALPHA (0.5, weight of the gold labels when distilling), TEMP (2.0).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -77,7 +77,13 @@ $PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
 $PY word_lexicon.py --dict /usr/share/dict/american-english-large --out "$OUT/words.txt"
 
 log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
-$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" --words "$OUT/words.txt" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
+# PLAIN_NEGATIVES=1: everyday words and language phrases as clinical hard negatives (the v7 trial;
+# off by default, so the default run generates the shipped model's data).
+WORD_ARGS=()
+if [ "${PLAIN_NEGATIVES:-0}" = 1 ]; then
+  WORD_ARGS=(--words "$OUT/words.txt")
+fi
+$PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" "${WORD_ARGS[@]}" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
 
 DISTIL_ARGS=()
 if [ -n "$TEACHER" ]; then
