@@ -2328,7 +2328,7 @@ mod tests {
         let text =
             "G.U.: ok. B.S. clear. Seen by J. R. Tolkien. S: at St A. now. O: to L. Hargrove";
         let (person, place) = (EntityType::Person, EntityType::Location);
-        let mut spans: Vec<Finding> = [
+        let spans = [
             ("G.", &person),
             ("U.", &person),
             ("B.", &person),
@@ -2341,13 +2341,23 @@ mod tests {
             ("O", &place),
             ("L.", &place),
             ("Hargrove", &person),
-        ]
-        .into_iter()
-        .map(|(needle, entity)| found(text, needle, entity.clone()))
-        .collect();
-        drop_lone_initials(text, &mut spans);
-        let kept: Vec<&str> = spans.iter().map(|f| &text[f.start..f.end]).collect();
+        ];
+        let kept = kept_after(drop_lone_initials, text, &spans);
         assert_eq!(kept, ["J.", "R.", "Tolkien", "St", "A.", "Hargrove"]);
+    }
+
+    /// The spans (first occurrence of each needle, with its type) that `rule` keeps, as text.
+    fn kept_after<'t>(
+        rule: fn(&str, &mut Vec<Finding>),
+        text: &'t str,
+        spans: &[(&str, &EntityType)],
+    ) -> Vec<&'t str> {
+        let mut found: Vec<Finding> = spans
+            .iter()
+            .map(|(needle, entity)| found(text, needle, (*entity).clone()))
+            .collect();
+        rule(text, &mut found);
+        found.iter().map(|f| &text[f.start..f.end]).collect()
     }
 
     #[test]
@@ -2355,7 +2365,7 @@ mod tests {
         let text = "Pt speaks Cantonese, yelling in IRANIAN; catholic priest in. Mr. French and \
                     Nadia Welsh came from Cyprus (Greek) and Lake Tahoe.";
         let (person, place) = (EntityType::Person, EntityType::Location);
-        let mut spans: Vec<Finding> = [
+        let spans = [
             ("Cantonese", &person),
             ("IRANIAN", &place),
             ("catholic", &person),
@@ -2364,12 +2374,8 @@ mod tests {
             ("Cyprus", &place),
             ("Greek", &place),
             ("Lake Tahoe", &place),
-        ]
-        .into_iter()
-        .map(|(needle, entity)| found(text, needle, entity.clone()))
-        .collect();
-        drop_group_words(text, &mut spans);
-        let kept: Vec<&str> = spans.iter().map(|f| &text[f.start..f.end]).collect();
+        ];
+        let kept = kept_after(drop_group_words, text, &spans);
         // A title before it, another word in the span, a place just before it keep it.
         assert_eq!(
             kept,
