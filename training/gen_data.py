@@ -419,6 +419,9 @@ SLOTS = {
     "COUNTRY": lambda: (country(), "LOCATION"),
     "STATE": lambda: (state(), "LOCATION"),
     "HOSP": lambda: (hospital(), "LOCATION"),
+    "WARD": lambda: (last_name(), "LOCATION"),
+    "WN": lambda: (ward_number(), None),
+    "UNIT": lambda: (R.choice(UNITS), None),
     "ADDR": lambda: (full_address(), "ADDRESS"),
     "STREET": lambda: (street_address(), "ADDRESS"),
     "ORG": lambda: (organization(), "ORGANIZATION"),
@@ -613,11 +616,42 @@ NEGATIVE = [
     "Name:", "Address:", "Date:", "Signature:", "N/A", "TBD", "See attached.", "Happy Monday everyone!"[:0] + "Happy holidays everyone!",
 ]
 
+# Frames the v5 model misreads (--frames): a name opening a question ("Can <name> cover ..."), a name
+# after "the chart/visit of" (read as "Bank of ..."), surnames joined by "and" (read as a law firm),
+# and wards named after people, with a number outside the span ("transfer to <Surname> 2"). Written for this file.
+FRAMES = False
+FRAME_GENERAL = [
+    "Can {FIRST} cover the evening shift?", "Could {FIRST} take my shift on {DAY}?", "Can {FIRST} {LAST} join the call?",
+    "Is {FIRST} on call tonight?", "Did {FIRST} sign the consent form?", "Will {FIRST} be at the meeting on {DAY}?",
+    "Has {PERSON} been discharged yet?", "Tell {FIRST} the results came back normal.", "Why did {FIRST} cancel the visit?",
+    "Let {FIRST} know the room is ready.", "Ask {FIRST} whether the labs are back.", "Should {FIRST} fast before the scan?",
+    "Please pull up the chart of {PERSON}.", "Notes from the visit of {PERSON} on {DATE}.", "The file of {PERSON} is incomplete.",
+    "Summarize the history of {PERSON} for the handover.", "the records of {LAST} and {LAST} were merged by mistake",
+    "{LAST} and {LAST} will present the case on {DAY}.", "Forward this to {LAST}, {LAST} and {LAST}.",
+    "Rooms 4 and 5: {LAST} and {LAST}, both post-op.", "On the list today: {LAST}, {LAST}, {LAST}.",
+    "Thanks to {LAST} and {LAST} for covering.", "Can {FIRST} and {FIRST} swap shifts?",
+]
+FRAME_CLIN = [
+    "transfer to {WARD} {WN} this am", "TRANSFER {WARD} {WN}", "plan: {WARD} {WN} today", "may go to {WARD} {WN} or {UNIT}",
+    "bed requested on {WARD} {WN}", "tx to {WARD} when bed avail", "pt to {WARD} {WN} in am", "from {UNIT}/{WARD}/{UNIT} teams",
+    "on {WARD} {WN} with HR {V}", "called to {WARD} for report", "transferred to {WARD} {WN} overnight",
+    "awaiting bed on {WARD}", "{WARD} {WN} team aware", "pt was on {WARD} {WN} until {CDATE}",
+]
+UNITS = ["MICU", "SICU", "CCU", "CSRU", "floor", "step down", "rehab", "VICU", "tele", "PACU"]
+
+
+def ward_number():
+    """The floor or unit after a ward's name: not identifying on its own, so outside the span."""
+    return R.choice([str(R.randint(1, 12)), str(R.randint(1, 12)), f"{R.randint(2, 9)} {R.choice(['North', 'South', 'East', 'West'])}",
+                     f"{R.randint(2, 9)}{R.choice('ABNS')}"])
+
 
 def general_example():
     r = R.random()
     case = "keep" if R.random() < 0.8 else R.choice(["lower", "upper"])
     if r < 0.72:
+        if FRAMES and R.random() < 0.2:
+            return fill(R.choice(FRAME_GENERAL), case)
         return fill(R.choice(GENERAL), case)
     if r < 0.92:
         return fill(R.choice(NEGATIVE), case)
@@ -975,6 +1009,12 @@ def fill_clin(t, d):
     d.add(t[pos:])
 
 
+def phi_snippet():
+    if FRAMES and R.random() < 0.15:
+        return R.choice(FRAME_CLIN)
+    return R.choice(PHI_SNIPPETS)
+
+
 def signature(d):
     fn, ln = first_name(), last_name()
     r = R.random()
@@ -1007,7 +1047,7 @@ def clinical_note(phi):
         k = R.randint(1, 4)
         for j in range(k):
             if phi_budget and R.random() < 0.4:
-                fill_clin(R.choice(PHI_SNIPPETS), d)
+                fill_clin(phi_snippet(), d)
                 phi_budget -= 1
             else:
                 t = R.choice(CLIN[s]) if R.random() < 0.6 else R.choice(NARRATIVE)
@@ -1025,7 +1065,7 @@ def clinical_note(phi):
             d.add(R.choice([", ", ". ", "; ", ".  ", " ", ",", "\n"]) if j < k - 1 else R.choice([".", "", ". ", "\n", " \n"]))
     while phi_budget:
         d.add(R.choice([" ", "\n", ". "]))
-        fill_clin(R.choice(PHI_SNIPPETS), d)
+        fill_clin(phi_snippet(), d)
         phi_budget -= 1
     if (phi and R.random() < 0.5) or (not phi and False):
         d.add(R.choice(["\n", "\n\n", " ", "\n \n"]))
@@ -1193,6 +1233,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--templates", help="presidio-evaluator templates.txt (optional; 10%% of examples when given)")
     ap.add_argument("--drugs", help="drug lexicon, one name per line (drug_lexicon.py): more hard negatives in clinical text")
+    ap.add_argument("--frames", action="store_true", help="names and wards in the frames the v5 model misreads (FRAME_GENERAL, FRAME_CLIN)")
     ap.add_argument("--words", help="word lexicon, one word per line (word_lexicon.py): everyday words as hard negatives")
     a = ap.parse_args()
     if a.templates:
@@ -1202,6 +1243,8 @@ def main():
     if a.words:
         PLAIN_WORDS.extend(w.strip() for w in open(a.words, encoding="utf-8")
                            if len(w.strip()) >= 4 and not w.startswith("#"))
+    global FRAMES
+    FRAMES = a.frames
     R.seed(a.seed)
     Faker.seed(a.seed)
     init_fakers(a.seed)

@@ -7,7 +7,7 @@
 # Environment knobs: N_EXAMPLES (default 60000), LAYERS (3), MINUTES (training wall-clock cap, 90), LR (1.5e-4),
 # EPOCHS (3; about 7,000 steps, 70 min on 2 quiet cores; the time cap ends a slower run first), PACK (share of short examples packed into long
 # windows, 0), SEQ (inference window incl. [CLS]/[SEP], 128), STRIDE (96), SEED (13), MAX_FPR (0.14), PUBLIC_TEMPLATES (0),
-# SHARED (../../shared), PLAIN_NEGATIVES (0), TEACHER (an exported classifier's model.onnx to distil from; none by
+# SHARED (../../shared), PLAIN_NEGATIVES (0), FRAMES (0), TEACHER (an exported classifier's model.onnx to distil from; none by
 # default), ALPHA (0.5, weight of the gold labels when distilling), TEMP (2.0).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -82,6 +82,10 @@ log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
 WORD_ARGS=()
 if [ "${PLAIN_NEGATIVES:-0}" = 1 ]; then
   WORD_ARGS=(--words "$OUT/words.txt")
+fi
+# FRAMES=1: names and wards in the frames the v5 model misreads (the v8 trial; off by default).
+if [ "${FRAMES:-0}" = 1 ]; then
+  WORD_ARGS+=(--frames)
 fi
 $PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" "${WORD_ARGS[@]}" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
 
