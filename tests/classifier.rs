@@ -151,6 +151,7 @@ fn a_corrupt_model_is_refused() {
         "manifest.toml",
         "drugs.txt",
         "words.txt",
+        "near_names.txt",
     ] {
         std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
     }
@@ -178,7 +179,12 @@ fn a_corrupt_model_is_refused() {
     )
     .unwrap();
     // So is the word lexicon, for the same reason.
-    for (file, word) in [("drugs.txt", "smith\n"), ("words.txt", "okonkwo\n")] {
+    // And the near-name list, which keeps misspellings that could be names from counting as words.
+    for (file, word) in [
+        ("drugs.txt", "smith\n"),
+        ("words.txt", "okonkwo\n"),
+        ("near_names.txt", "daughter\n"),
+    ] {
         let path = tmp.path().join(file);
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str(word);
@@ -199,7 +205,13 @@ fn a_corrupt_model_is_refused() {
 /// lexicon file is not copied either).
 fn load_without(tmp: &Path, key: &str) -> Classifier {
     let dir = model_dir();
-    for f in ["model.onnx", "tokenizer.json", "drugs.txt", "words.txt"] {
+    for f in [
+        "model.onnx",
+        "tokenizer.json",
+        "drugs.txt",
+        "words.txt",
+        "near_names.txt",
+    ] {
         std::fs::copy(dir.join(f), tmp.join(f)).unwrap();
     }
     let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
@@ -244,6 +256,41 @@ fn plain_words_are_never_names_where_case_cannot_tell() {
     let text = "WIFE BROUGHT POPSICLES. PT TIRED AND WHEEZY. WIFE OKONKWO AT BEDSIDE.";
     let found = load().detect(text, &BTreeMap::new()).unwrap();
     assert!(covered(text, &found, &EntityType::Person, "OKONKWO"));
+}
+
+#[test]
+fn misspelt_words_are_no_names_where_case_cannot_tell() {
+    // Hurried all-caps notes misspell words, and the model reads the slips as names or places.
+    // Invented text.
+    let texts = [
+        "PT'S STEP DUAGHTER CALLED, WILL VISIT TOMRROW. PT RESTING.",
+        "PT SEVERLY SOB, MEMEBERS OF FAMILY AT BEDSIDE. PRIAMRY CARE MD CALLED.",
+    ];
+    let found = |c: &Classifier| -> Vec<String> {
+        texts
+            .iter()
+            .flat_map(|t| {
+                c.detect(t, &BTreeMap::new())
+                    .unwrap()
+                    .into_iter()
+                    .map(|f| t[f.start..f.end].to_owned())
+            })
+            .collect()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let without = found(&load_without(tmp.path(), "near_name_lexicon"));
+    assert!(
+        without.len() >= 4,
+        "the example no longer exercises the rule: {without:?}"
+    );
+    assert_eq!(found(&load()), Vec::<String>::new());
+    // A name next to a misspelt relation is still found, and so is a name one slip away from a
+    // plain word ("Fletcher" ~ "fetcher", which the near-name list holds).
+    let text = "SOCIAL: DAUGTHER FLETCHER CALLED. SON OKONKWO VISITED.";
+    let found = load().detect(text, &BTreeMap::new()).unwrap();
+    for name in ["FLETCHER", "OKONKWO"] {
+        assert!(covered(text, &found, &EntityType::Person, name), "{name}");
+    }
 }
 
 #[test]

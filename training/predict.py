@@ -475,6 +475,43 @@ def previous_word(text, start):
     return text[i:j]
 
 
+TYPO_MIN = 7  # letters of the shortest word whose misspellings count as the word
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def interior_edits(w):
+    """Words one typing slip away from w without touching its first or last letter: an inner letter
+    dropped ("tomrrow"), two inner neighbours swapped ("daugther"), or a letter inserted after the
+    first ("betweeen")."""
+    out = set()
+    for i in range(1, len(w) - 1):
+        out.add(w[:i] + w[i + 1:])
+        if i + 2 < len(w):
+            out.add(w[:i] + w[i + 1] + w[i] + w[i + 2:])
+    for i in range(1, len(w)):
+        for c in LETTERS:
+            out.add(w[:i] + c + w[i:])
+    return out
+
+
+class PlainWords:
+    """The word lexicon, with the plain words one slip away from a name (near_name_lexicon): a word
+    counts as plain if it is one, or a TYPO_MIN+ letter plain word not near a name with one slip."""
+
+    def __init__(self, words, near_names):
+        self.words, self.near_names = words, near_names
+
+    def __bool__(self):
+        return bool(self.words)
+
+    def __contains__(self, w):
+        if w in self.words:
+            return True
+        if not self.near_names or len(w) < TYPO_MIN:
+            return False
+        return any(len(v) >= TYPO_MIN and v in self.words and v not in self.near_names for v in interior_edits(w))
+
+
 def only_plain_words(text, span, plain, cased):
     """Step 6: a PERSON, LOCATION or ORGANIZATION span made only of plain words (English words written
     only in lower case, none a name or place Faker knows; word_lexicon.py) and GENERIC_PLACE words is
@@ -488,7 +525,7 @@ def only_plain_words(text, span, plain, cased):
         return False
     words = [w.lower() for w in re.findall(r"[^\W\d_]+", frag)]
     prev = previous_word(text, span["start"]).lower()
-    return (bool(words) and all(w in plain or w in GENERIC_PLACE for w in words)
+    return (bool(words) and all(w in GENERIC_PLACE or w in plain for w in words)
             and not any(w in FACILITY_HEADS for w in words)
             and prev not in TITLES and prev not in RELATIONS)
 
@@ -506,7 +543,8 @@ class Classifier:
             self.thresholds.update(thresholds)
         self.extend = dict(man.get("extend", {}))
         self.drugs = load_lexicon(model_dir, man, "drug_lexicon")
-        self.plain_words = load_lexicon(model_dir, man, "word_lexicon")
+        self.plain_words = PlainWords(load_lexicon(model_dir, man, "word_lexicon"),
+                                      load_lexicon(model_dir, man, "near_name_lexicon"))
         self.types = sorted({l[2:] for l in self.labels if l != "O"}, key=lambda t: self.labels.index("B-" + t))
         self.b_idx = np.array([self.labels.index("B-" + t) for t in self.types])
         self.i_idx = np.array([self.labels.index("I-" + t) for t in self.types])

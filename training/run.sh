@@ -74,7 +74,7 @@ $PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
 # Word lexicon (decoding rule 6): English words written only in lower case, from SCOWL as Debian's
 # wamerican-large package installs it, minus every name and place Faker knows.
 ../scripts/ensure_apt.sh wamerican-large
-$PY word_lexicon.py --dict /usr/share/dict/american-english-large --out "$OUT/words.txt"
+$PY word_lexicon.py --dict /usr/share/dict/american-english-large --out "$OUT/words.txt" --near-out "$OUT/near_names.txt"
 
 log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
 # PLAIN_NEGATIVES=1: everyday words and language phrases as clinical hard negatives (the v7 trial;

@@ -20,7 +20,8 @@ from predict import Classifier  # noqa: E402
 from scoring import score  # noqa: E402
 
 # Lexicons used when present in the model directory: manifest key prefix -> file.
-LEXICONS = {"drug_lexicon": "drugs.txt", "word_lexicon": "words.txt"}  # drug_lexicon.py, word_lexicon.py
+LEXICONS = {"drug_lexicon": "drugs.txt", "word_lexicon": "words.txt",  # drug_lexicon.py, word_lexicon.py
+            "near_name_lexicon": "near_names.txt"}  # word_lexicon.py --near-out
 GRID = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99]
 
 

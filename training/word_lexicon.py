@@ -19,6 +19,7 @@ import re
 
 from drug_lexicon import NAME_ATTRS, PLACE_ATTRS, address_providers, faker_words, person_providers
 from gen_data import ABBR, HARD_NEG
+from predict import TYPO_MIN, interior_edits
 
 WORD = re.compile(r"[A-Za-z]+")
 NOTICE = """\
@@ -36,10 +37,24 @@ NOTICE = """\
 """
 
 
+def near_names(kept, names):
+    """Plain words of TYPO_MIN+ letters one interior edit away from a name, place or capitalised
+    word ("fetcher" ~ "Fletcher"): veil does not read a misspelling of these as a plain word."""
+    return sorted(w for w in kept if len(w) >= TYPO_MIN and not interior_edits(w).isdisjoint(names))
+
+NEAR_NOTICE = """\
+# Plain words (words.txt) of 7+ letters that one typing slip inside the word (a letter dropped,
+# added or swapped with its neighbour; first and last letters kept) turns into a name, place or
+# capitalised word: veil does not read such a misspelling as the plain word ("fetcher" ~ "Fletcher").
+# Built by training/word_lexicon.py from the same sources as words.txt (SCOWL notice there).
+"""
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dict", default="/usr/share/dict/american-english-large")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--near-out", help="also write the plain words whose misspellings could be names (near_names)")
     a = ap.parse_args()
     lower, capitalised = set(), set()
     with open(a.dict, encoding="utf-8", errors="replace") as f:
@@ -57,6 +72,12 @@ def main():
     with open(a.out, "w", encoding="utf-8") as f:
         f.write(NOTICE)
         f.write("\n".join(kept) + "\n")
+    if a.near_out:
+        near = near_names(kept, names | places | capitalised)
+        with open(a.near_out, "w", encoding="utf-8") as f:
+            f.write(NEAR_NOTICE)
+            f.write("\n".join(near) + "\n")
+        print(f"{len(near)} plain words of {TYPO_MIN}+ letters one slip away from a name or place")
     print(f"{len(lower)} lower-case words, {len(lower - capitalised)} never capitalised, "
           f"{len(abbreviations)} abbreviations, {len(kept)} kept")
 

@@ -97,6 +97,14 @@ pub struct Manifest {
     /// Hex SHA-256 of the word lexicon file (required with `word_lexicon`).
     #[serde(default)]
     pub word_lexicon_sha256: Option<String>,
+    /// File (in the model directory) of the plain words of [`TYPO_MIN`]+ letters that one slip
+    /// turns into a name, place or capitalised word (`training/word_lexicon.py --near-out`); one
+    /// per line, `#` comments. Absent: misspelt plain words are not recognised.
+    #[serde(default)]
+    pub near_name_lexicon: Option<String>,
+    /// Hex SHA-256 of the near-name lexicon file (required with `near_name_lexicon`).
+    #[serde(default)]
+    pub near_name_lexicon_sha256: Option<String>,
     /// Model version, recorded in audit records.
     pub version: String,
 }
@@ -141,7 +149,7 @@ pub struct Classifier {
     thresholds: Vec<f32>,
     extend: Vec<f32>,
     drugs: HashSet<String>,
-    plain_words: HashSet<String>,
+    plain_words: PlainWords,
     version: String,
 }
 
@@ -254,12 +262,20 @@ impl Classifier {
             manifest.drug_lexicon_sha256.as_deref(),
             "drug_lexicon",
         )?;
-        let plain_words = lexicon(
-            &cfg.dir,
-            manifest.word_lexicon.as_deref(),
-            manifest.word_lexicon_sha256.as_deref(),
-            "word_lexicon",
-        )?;
+        let plain_words = PlainWords {
+            words: lexicon(
+                &cfg.dir,
+                manifest.word_lexicon.as_deref(),
+                manifest.word_lexicon_sha256.as_deref(),
+                "word_lexicon",
+            )?,
+            near_names: lexicon(
+                &cfg.dir,
+                manifest.near_name_lexicon.as_deref(),
+                manifest.near_name_lexicon_sha256.as_deref(),
+                "near_name_lexicon",
+            )?,
+        };
 
         let mut tokenizer = Tokenizer::from_bytes(&tok_bytes)
             .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
@@ -1725,6 +1741,65 @@ const FACILITY_HEADS: &[&str] = &[
     "shelter",
 ];
 
+/// Letters of the shortest word whose misspellings count as the word ([`PlainWords::contains`]).
+const TYPO_MIN: usize = 7;
+
+/// The word lexicon of decoding rule 6, with the plain words whose misspellings may be names.
+#[derive(Debug, Default)]
+struct PlainWords {
+    /// English words written only in lower case, none a name or place Faker knows.
+    words: HashSet<String>,
+    /// Words of `words` one slip away from a name, place or capitalised word ("fetcher" ~
+    /// "Fletcher"). Present only with `near_name_lexicon`, which also turns misspellings on.
+    near_names: HashSet<String>,
+}
+
+impl PlainWords {
+    fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// Whether lower-case `word` is a plain word, or (with a near-name lexicon) a plain word of
+    /// [`TYPO_MIN`]+ letters with one slip inside it: a letter dropped ("tomrrow"), added
+    /// ("betweeen") or swapped with its neighbour ("daugther"), first and last letters kept — the
+    /// typing slips of hurried notes, which the model reads as names. Plain words near a name are
+    /// excluded both ways, so no misspelling of them is also a name that Faker knows.
+    fn contains(&self, word: &str) -> bool {
+        if self.words.contains(word) {
+            return true;
+        }
+        if self.near_names.is_empty() || word.chars().count() < TYPO_MIN {
+            return false;
+        }
+        interior_edits(word).into_iter().any(|v| {
+            v.chars().count() >= TYPO_MIN
+                && self.words.contains(&v)
+                && !self.near_names.contains(&v)
+        })
+    }
+}
+
+/// Every word one slip away from `word` without touching its first or last letter: one inner
+/// letter dropped, two inner neighbours swapped, or a letter a–z inserted after the first.
+fn interior_edits(word: &str) -> Vec<String> {
+    let c: Vec<char> = word.chars().collect();
+    let n = c.len();
+    let join = |parts: &[&[char]]| parts.iter().flat_map(|p| p.iter()).collect::<String>();
+    let mut out = Vec::new();
+    for i in 1..n.saturating_sub(1) {
+        out.push(join(&[&c[..i], &c[i + 1..]]));
+        if i + 2 < n {
+            out.push(join(&[&c[..i], &[c[i + 1], c[i]][..], &c[i + 2..]]));
+        }
+    }
+    for i in 1..n {
+        for l in 'a'..='z' {
+            out.push(join(&[&c[..i], &[l][..], &c[i..]]));
+        }
+    }
+    out
+}
+
 /// Step 6 of the decoding rules: whether `f` is a PERSON, LOCATION or ORGANIZATION span made only
 /// of plain words (`plain`: English words written only in lower case, none a name or place Faker
 /// knows; `training/word_lexicon.py`) and [`GENERIC_PLACE`] words, where case cannot tell the
@@ -1733,7 +1808,7 @@ const FACILITY_HEADS: &[&str] = &[
 /// ("fair weather") or no lower-case one ("MIDDLE OF BED" in a note that capitalises elsewhere).
 /// Kept: spans with a [`FACILITY_HEADS`] word ("MERCY HOSPITAL") and spans whose
 /// [previous word](previous_word) is a title or a relation ("DR TALLOW", "son: bill").
-fn only_plain_words(text: &str, f: &Finding, plain: &HashSet<String>, cased: bool) -> bool {
+fn only_plain_words(text: &str, f: &Finding, plain: &PlainWords, cased: bool) -> bool {
     // Case tells only where the writer uses it and the span mixes cases ("Calvert"); an all-caps
     // span in such text is emphasis or an abbreviation as often as a name.
     if plain.is_empty()
@@ -1747,7 +1822,7 @@ fn only_plain_words(text: &str, f: &Finding, plain: &HashSet<String>, cased: boo
     name_span_words(text, f).is_some_and(|words| {
         words
             .iter()
-            .all(|w| plain.contains(&w.to_lowercase()) || listed(GENERIC_PLACE, w))
+            .all(|w| listed(GENERIC_PLACE, w) || plain.contains(&w.to_lowercase()))
             && !words.iter().any(|w| listed(FACILITY_HEADS, w))
     }) && !previous_word(text, f.start).is_some_and(|w| listed(TITLES, w) || listed(RELATIONS, w))
 }
@@ -2093,10 +2168,10 @@ mod tests {
 
     #[test]
     fn spans_of_plain_words_are_dropped_where_case_cannot_tell() {
-        let plain: HashSet<String> = ["triple", "lumen", "fair", "weather", "mercy", "tallow"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let plain = plain_words(
+            &["triple", "lumen", "fair", "weather", "mercy", "tallow"],
+            &[],
+        );
         let upper = "TRIPLE LUMEN IN. TO MERCY HOSPITAL. ..DR TALLOW CALLED. JO FAIR";
         let cased = "Out in fair weather, Triple Lumen out, son: tallow came, back to TRIPLE LUMEN";
         let dropped = |text: &str, needle: &str, entity: EntityType| {
@@ -2122,7 +2197,47 @@ mod tests {
         assert!(!dropped(upper, "JO FAIR", EntityType::Person));
         assert!(!dropped(upper, "TRIPLE LUMEN", EntityType::Date));
         let f = found(upper, "TRIPLE LUMEN", EntityType::Location);
-        assert!(!only_plain_words(upper, &f, &HashSet::new(), false));
+        assert!(!only_plain_words(upper, &f, &PlainWords::default(), false));
+    }
+
+    fn plain_words(words: &[&str], near_names: &[&str]) -> PlainWords {
+        let set = |w: &[&str]| w.iter().map(|w| (*w).to_owned()).collect();
+        PlainWords {
+            words: set(words),
+            near_names: set(near_names),
+        }
+    }
+
+    #[test]
+    fn misspelt_plain_words_count_as_plain_unless_a_name_is_one_slip_away() {
+        // Invented words and notes; "fetcher" stands for a plain word one slip from a name.
+        let plain = plain_words(
+            &["daughter", "between", "tomorrow", "severely", "fetcher"],
+            &["fetcher"],
+        );
+        for slip in [
+            "daugther",
+            "betweeen",
+            "tomrrow",
+            "severly",
+            "dauhgter",
+            "daughhter",
+        ] {
+            assert!(plain.contains(slip), "{slip}");
+        }
+        // The first and last letters stay; two slips, short words, and words near a name are not
+        // recognised; without the near-name lexicon there are no misspellings at all.
+        for other in ["adughter", "daughtre", "dauhgtre", "fletcher", "fetchr"] {
+            assert!(!plain.contains(other), "{other}");
+        }
+        assert!(!plain_words(&["between"], &[]).contains("betweeen"));
+        let short = plain_words(&["sister", "between"], &["nothing"]);
+        assert!(!short.contains("sisster") && short.contains("beetween"));
+        let note = "PT'S STEP DUAGHTER CALLED. SPOKE WITH FLETCHER";
+        let span = |needle| found(note, needle, EntityType::Person);
+        let step = plain_words(&["step", "daughter", "fetcher"], &["fetcher"]);
+        assert!(only_plain_words(note, &span("STEP DUAGHTER"), &step, false));
+        assert!(!only_plain_words(note, &span("FLETCHER"), &step, false));
     }
 
     #[test]

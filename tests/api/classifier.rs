@@ -134,6 +134,7 @@ async fn corrupt_classifier_refuses_to_start_or_keeps_everything_local() {
         "manifest.toml",
         "drugs.txt",
         "words.txt",
+        "near_names.txt",
     ] {
         std::fs::copy(classifier_dir().join(f), dir.path().join(f)).unwrap();
     }
