@@ -294,6 +294,36 @@ fn misspelt_words_are_no_names_where_case_cannot_tell() {
 }
 
 #[test]
+fn a_facility_is_masked_by_its_name_not_its_noun() {
+    // Invented facilities: the name is found, the generic noun after it is left readable.
+    for (text, name, noun) in [
+        (
+            "Pt transferred from Ashbury Memorial Hospital yesterday for cath.",
+            "Ashbury Memorial",
+            "Hospital",
+        ),
+        (
+            "PT ADMITTED FROM KELLNER HOUSE AFTER A FALL.",
+            "KELLNER",
+            "HOUSE",
+        ),
+        (
+            "Will go to Brookfield Rehab tomorrow.",
+            "Brookfield",
+            "Rehab",
+        ),
+    ] {
+        let found = load().detect(text, &BTreeMap::new()).unwrap();
+        assert!(covered(text, &found, &EntityType::Location, name), "{text}");
+        let at = text.find(noun).unwrap();
+        assert!(
+            !found.iter().any(|f| f.start <= at && at < f.end),
+            "{noun} in {text}: {found:?}"
+        );
+    }
+}
+
+#[test]
 fn the_word_lexicon_holds_charting_abbreviations_but_no_names() {
     // training/word_lexicon.py adds the abbreviations the generator teaches as non-entities
     // ("NGT", "NKDA", "PERRLA") and removes every name and place Faker knows, abbreviations

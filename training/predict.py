@@ -475,6 +475,26 @@ def previous_word(text, start):
     return text[i:j]
 
 
+def cut_facility_nouns(text, span):
+    """Step 6d: a LOCATION span ending in FACILITY_HEADS nouns ends before them when a word that is
+    neither generic (GENERIC_PLACE) nor an edge word stays ("CALVERT HOSPITAL" -> "CALVERT"): the
+    name identifies the place, the noun does not. After the plain-word rule ("MERCY HOSPITAL")."""
+    if span["label"] != "LOCATION":
+        return span
+    frag = text[span["start"]:span["end"]]
+    words = [m.span() for m in re.finditer(r"[^\W\d_]+", frag)]
+    heads = [frag[a:b].lower() in FACILITY_HEADS for a, b in words]
+    if not words or not heads[-1] or all(heads):
+        return span
+    last = max(i for i, h in enumerate(heads) if not h)
+    if not any(frag[a:b].lower() not in GENERIC_PLACE and frag[a:b].lower() not in EDGE_WORDS
+               for a, b in words[:last + 1]):
+        return span
+    head = frag[:words[last + 1][0]]
+    end = next((i + 1 for i in range(len(head) - 1, -1, -1) if head[i].isalnum()), None)
+    return span if end is None else dict(span, end=span["start"] + end)
+
+
 TYPO_MIN = 7  # letters of the shortest word whose misspellings count as the word
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -741,6 +761,7 @@ class Classifier:
         if text is not None:
             out = drop_group_words(text, out)
             out = drop_lone_initials(text, out)
+            out = [cut_facility_nouns(text, s) for s in out]
             out += propagate_names(text, out)
         return out
 

@@ -446,6 +446,7 @@ impl Classifier {
         found.retain(|f| !only_plain_words(text, f, &self.plain_words, cased));
         drop_group_words(text, &mut found);
         drop_lone_initials(text, &mut found);
+        cut_facility_nouns(text, &mut found);
         let more = propagate_names(text, &found);
         found.extend(more);
         Ok(found)
@@ -1741,6 +1742,44 @@ const FACILITY_HEADS: &[&str] = &[
     "shelter",
 ];
 
+/// Step 6d: a LOCATION span that ends in [`FACILITY_HEADS`] nouns ends before them when a word
+/// that names something stays ("CALVERT HOSPITAL" → "CALVERT", "Keeley House" → "Keeley",
+/// "St. Brigid's Hospital" → "St. Brigid's"). The name identifies the place, the noun does not,
+/// and a redacted prompt keeps it readable ("transferred from `<LOCATION_1>` Hospital"). Runs after
+/// the plain-word rule, for which the noun is what makes "MERCY HOSPITAL" a name. A span whose
+/// other words are all generic ("the hospital") or edge words is left whole.
+fn cut_facility_nouns(text: &str, found: &mut [Finding]) {
+    for f in found
+        .iter_mut()
+        .filter(|f| f.entity == EntityType::Location)
+    {
+        let Some(fragment) = text.get(f.start..f.end) else {
+            continue;
+        };
+        let words = letter_runs(fragment);
+        let word = |&(a, b): &(usize, usize)| fragment.get(a..b).unwrap_or_default();
+        let Some(last) = words.iter().rposition(|w| !listed(FACILITY_HEADS, word(w))) else {
+            continue;
+        };
+        let Some(&(cut, _)) = words.get(last + 1) else {
+            continue;
+        };
+        let named = words
+            .iter()
+            .take(last + 1)
+            .any(|w| !listed(GENERIC_PLACE, word(w)) && !listed(EDGE_WORDS, word(w)));
+        let end = fragment.get(..cut).and_then(|head| {
+            head.char_indices()
+                .rev()
+                .find(|(_, c)| c.is_alphanumeric())
+                .map(|(at, c)| at + c.len_utf8())
+        });
+        if let (true, Some(end)) = (named, end) {
+            f.end = f.start + end;
+        }
+    }
+}
+
 /// Letters of the shortest word whose misspellings count as the word ([`PlainWords::contains`]).
 const TYPO_MIN: usize = 7;
 
@@ -2198,6 +2237,33 @@ mod tests {
         assert!(!dropped(upper, "TRIPLE LUMEN", EntityType::Date));
         let f = found(upper, "TRIPLE LUMEN", EntityType::Location);
         assert!(!only_plain_words(upper, &f, &PlainWords::default(), false));
+    }
+
+    #[test]
+    fn places_end_before_their_facility_nouns() {
+        let text = "FROM CALVERT HOSPITAL TO keeley house; St. Brigid's Hospital 2, \
+                    the hospital, Mercy Hospital, Osler 5 Rehab Center";
+        let cut = |needle: &str, entity: EntityType| {
+            let mut found = vec![found(text, needle, entity)];
+            cut_facility_nouns(text, &mut found);
+            found.first().map(|f| text[f.start..f.end].to_owned())
+        };
+        let place = |needle| cut(needle, EntityType::Location);
+        assert_eq!(place("CALVERT HOSPITAL").as_deref(), Some("CALVERT"));
+        assert_eq!(place("keeley house").as_deref(), Some("keeley"));
+        assert_eq!(
+            place("St. Brigid's Hospital 2").as_deref(),
+            Some("St. Brigid's")
+        );
+        assert_eq!(place("Mercy Hospital").as_deref(), Some("Mercy"));
+        assert_eq!(place("Osler 5 Rehab Center").as_deref(), Some("Osler 5"));
+        // Nothing but generic and edge words before the noun, no noun at the end, other types.
+        assert_eq!(place("the hospital").as_deref(), Some("the hospital"));
+        assert_eq!(place("CALVERT").as_deref(), Some("CALVERT"));
+        assert_eq!(
+            cut("Mercy Hospital", EntityType::Organization).as_deref(),
+            Some("Mercy Hospital")
+        );
     }
 
     fn plain_words(words: &[&str], near_names: &[&str]) -> PlainWords {
