@@ -1823,17 +1823,22 @@ impl PlainWords {
 fn interior_edits(word: &str) -> Vec<String> {
     let c: Vec<char> = word.chars().collect();
     let n = c.len();
-    let join = |parts: &[&[char]]| parts.iter().flat_map(|p| p.iter()).collect::<String>();
     let mut out = Vec::new();
     for i in 1..n.saturating_sub(1) {
-        out.push(join(&[&c[..i], &c[i + 1..]]));
+        let mut dropped = c.clone();
+        dropped.remove(i);
+        out.push(dropped.into_iter().collect());
         if i + 2 < n {
-            out.push(join(&[&c[..i], &[c[i + 1], c[i]][..], &c[i + 2..]]));
+            let mut swapped = c.clone();
+            swapped.swap(i, i + 1);
+            out.push(swapped.into_iter().collect());
         }
     }
     for i in 1..n {
         for l in 'a'..='z' {
-            out.push(join(&[&c[..i], &[l][..], &c[i..]]));
+            let mut added = c.clone();
+            added.insert(i, l);
+            out.push(added.into_iter().collect());
         }
     }
     out
