@@ -42,6 +42,7 @@ def near_names(kept, names):
     word ("fetcher" ~ "Fletcher"): veil does not read a misspelling of these as a plain word."""
     return sorted(w for w in kept if len(w) >= TYPO_MIN and not interior_edits(w).isdisjoint(names))
 
+
 NEAR_NOTICE = """\
 # Plain words (words.txt) of 7+ letters that one typing slip inside the word (a letter dropped,
 # added or swapped with its neighbour; first and last letters kept) turns into a name, place or
