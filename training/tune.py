@@ -9,9 +9,11 @@ with --patterns PRED.jsonl (one per --gold, in order; `veil scan --jsonl` output
 classifier off) the pattern findings are added to the classifier's before scoring, so thresholds
 are chosen for the combined output. Objective: mean over the gold files of char F2 minus entity
 leak rate (times --leak-weight), minus penalties when char precision falls below --min-precision
-(times --precision-weight, 0 by default: recall first) and when the document
+(times --precision-weight, 0 by default: recall first), when char recall falls below --min-recall
+(times --recall-weight, 0 by default), when the entity leak rate exceeds --max-leak (times
+--max-leak-weight, 0 by default) and when the document
 false-positive rate of the --fpr-set file exceeds --max-fpr (ordinary notes must stay silent).
-Coordinate search over a grid, two rounds, then the hysteresis thresholds.
+Coordinate search over a grid (--rounds), each type's threshold then its hysteresis threshold.
 """
 import argparse, hashlib, json, os, pickle, sys
 
@@ -75,10 +77,15 @@ def main():
     ap.add_argument("--cache", help="keep the model's word scores in CACHE.N.pkl to re-run the search without inference")
     ap.add_argument("--precision-weight", type=float, default=0.0, help="penalty per point of precision below --min-precision")
     ap.add_argument("--leak-weight", type=float, default=1.0, help="weight of the entity leak rate against char F2")
+    ap.add_argument("--min-recall", type=float, default=0.95)
+    ap.add_argument("--recall-weight", type=float, default=0.0, help="penalty per point of char recall below --min-recall")
+    ap.add_argument("--max-leak", type=float, default=0.08)
+    ap.add_argument("--max-leak-weight", type=float, default=0.0, help="penalty per point of leak rate above --max-leak")
     ap.add_argument("--patterns", action="append", default=[], help="veil scan --jsonl output per --gold (classifier off)")
     ap.add_argument("--max-seq-len", type=int, default=128)
     ap.add_argument("--stride", type=int, default=96)
     ap.add_argument("--version", default="veil-ner-minilm-L3-int8-v1")
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--fixed", action="append", default=[], help="LABEL=VALUE, not tuned")
     a = ap.parse_args()
 
@@ -122,6 +129,8 @@ def main():
         pen = 0.0
         for g, r in res.items():
             pen += a.precision_weight * max(0.0, a.min_precision - r["char_precision"])
+            pen += a.recall_weight * max(0.0, a.min_recall - r["char_recall"])
+            pen += a.max_leak_weight * max(0.0, r["entity_leak_rate"] - a.max_leak)
             if a.fpr_set in os.path.basename(g) and r["doc_fpr"] > a.max_fpr:
                 pen += 3 * (r["doc_fpr"] - a.max_fpr)
         return gain - pen
@@ -129,26 +138,26 @@ def main():
     th = {t: 0.5 for t in types}
     fixed = {k: float(v) for k, v in (x.split("=") for x in a.fixed)}
     th.update(fixed)
-    best = objective(evaluate(th))
-    for rnd in range(2):
-        for t in types:
-            if t in fixed:
-                continue
-            for v in GRID:
-                cand = dict(th, **{t: v})
-                o = objective(evaluate(cand))
-                if o > best + 1e-6:
-                    best, th = o, cand
-        print(f"round {rnd}: {th} objective {best:.4f}", file=sys.stderr)
-    # Then the hysteresis thresholds, below each type's threshold.
     ext = {}
-    for t in types:
-        for v in [g for g in GRID if g < th[t]]:
-            cand = dict(ext, **{t: v})
-            o = objective(evaluate(th, cand))
-            if o > best + 1e-6:
-                best, ext = o, cand
-    print(f"extend: {ext} objective {best:.4f}", file=sys.stderr)
+    best = objective(evaluate(th))
+    # Coordinate search: each type's threshold, then its hysteresis threshold (below it, or none).
+    for rnd in range(a.rounds):
+        for t in types:
+            if t not in fixed:
+                for v in GRID:
+                    cand = dict(th, **{t: v})
+                    cext = {k: e for k, e in ext.items() if e < cand[k]}
+                    o = objective(evaluate(cand, cext))
+                    if o > best + 1e-6:
+                        best, th, ext = o, cand, cext
+            for v in [None] + [g for g in GRID if g < th[t]]:
+                cext = {k: e for k, e in ext.items() if k != t}
+                if v is not None:
+                    cext[t] = v
+                o = objective(evaluate(th, cext))
+                if o > best + 1e-6:
+                    best, ext = o, cext
+        print(f"round {rnd}: {th} extend {ext} objective {best:.4f}", file=sys.stderr)
     res = evaluate(th, ext)
     for g, r in res.items():
         print(os.path.basename(g), json.dumps(r))

@@ -33,8 +33,8 @@ async fn name_only_prompt_under_hipaa_stays_local() {
 
 #[tokio::test]
 async fn a_name_read_as_an_organization_never_reaches_the_cloud_under_hipaa() {
-    // v5.1 reads this short prompt's name as an ORGANIZATION (0.99), not a PERSON; under HIPAA
-    // organizations are redacted, so the name goes out as a placeholder or the request stays
+    // v5.1 read this short prompt's name as an ORGANIZATION (0.99), v8 as a PERSON; under HIPAA
+    // organizations are redacted too, so the name goes out as a placeholder or the request stays
     // local — never raw. Invented name.
     let veil = Veil::start_with(with_classifier).await;
     let resp = veil
@@ -55,14 +55,14 @@ async fn a_name_read_as_an_organization_never_reaches_the_cloud_under_hipaa() {
 
 #[tokio::test]
 async fn weak_names_count_for_the_policy() {
-    // The model reports "Ilse" at 0.40 and "Alma" at 0.57 (raw, v5.1; tests/classifier.rs pins
-    // both) — above its PERSON threshold of 0.3, below the rules' min_score of 0.5 (HIPAA's
+    // The model reports "Tove" at 0.32 and "Gülter" at 0.40 (raw, v8; tests/classifier.rs pins
+    // both) — above its PERSON threshold of 0.25, below the rules' min_score of 0.5 (HIPAA's
     // default) and 0.6. Classifier scores are reported on the policy scale (the threshold maps to
     // 0.5), so both names are acted on: kept local under HIPAA, redacted under the default
     // policy. Before, both prompts went to the cloud with the name. Invented names.
     let veil = Veil::start_with(with_classifier).await;
     let resp = veil
-        .chat(KEY_HIPAA, user("Can Ilse cover the evening shift?"))
+        .chat(KEY_HIPAA, user("tell Tove the shift changed"))
         .await;
     assert_eq!(resp.headers()["x-veil-action"], "local");
     assert_eq!(
@@ -71,13 +71,13 @@ async fn weak_names_count_for_the_policy() {
         "a name under HIPAA never reaches the cloud"
     );
     let resp = veil
-        .chat(KEY_DEFAULT, user("Can Alma cover the evening shift?"))
+        .chat(KEY_DEFAULT, user("tell Gülter the shift changed"))
         .await;
     assert_eq!(resp.headers()["x-veil-action"], "redact");
     assert_eq!(resp.status(), 200);
     assert_eq!(veil.mock.hits(), 1);
     let sent = &veil.mock.bodies()[0];
-    assert!(!sent.contains("Alma"), "{sent}");
+    assert!(!sent.contains("Gülter"), "{sent}");
 }
 
 #[tokio::test]
