@@ -9,7 +9,8 @@
 # windows, 0), SEQ (inference window incl. [CLS]/[SEP], 128), STRIDE (96), SEED (13), MAX_FPR (0.14), PUBLIC_TEMPLATES (0),
 # SHARED (../../shared), PLAIN_NEGATIVES (1), FRAMES (1), TEACHER (an exported classifier's model.onnx to distil from; none by
 # default), ALPHA (0.5, weight of the gold labels when distilling), TEMP (2.0), FLOOR_WEIGHT (10: tune.py's penalty per
-# point below the quality floors, char recall 0.95 and precision 0.80 and above leak 0.08, on every dev set).
+# point of char recall below 0.95 and of entity leak rate above 0.08, on every dev set), PRECISION_WEIGHT (1: per point of
+# char precision below 0.80; lower than FLOOR_WEIGHT because recall comes first).
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
@@ -30,6 +31,7 @@ TEACHER=${TEACHER:-}
 ALPHA=${ALPHA:-0.5}
 TEMP=${TEMP:-2.0}
 FLOOR_WEIGHT=${FLOOR_WEIGHT:-10}
+PRECISION_WEIGHT=${PRECISION_WEIGHT:-1}
 VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v8}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
@@ -120,7 +122,7 @@ if [ -f "$PHYSIO" ] && [ -f "$SYNTH" ]; then
   $PY tune.py --model "$OUT" --labels runs/final/labels.json --gold "$PHYSIO" --gold "$SYNTH" \
     --patterns runs/patterns.physionet-deid.dev.jsonl --patterns runs/patterns.presidio-synth.dev.jsonl \
     --fpr-set physionet --max-fpr "$MAX_FPR" --version "$VERSION" --max-seq-len "$SEQ" --stride "$STRIDE" \
-    --cache runs/tune --precision-weight "$FLOOR_WEIGHT" --recall-weight "$FLOOR_WEIGHT" --max-leak-weight "$FLOOR_WEIGHT"
+    --cache runs/tune --precision-weight "$PRECISION_WEIGHT" --recall-weight "$FLOOR_WEIGHT" --max-leak-weight "$FLOOR_WEIGHT"
   for g in "$PHYSIO" "$SYNTH"; do
     n=$(basename "$g" .jsonl)
     VEIL_CLASSIFIER_DIR="$OUT" veil --jsonl "$g" "$HERE/runs/veil.$n.jsonl"
