@@ -33,21 +33,22 @@ async fn name_only_prompt_under_hipaa_stays_local() {
 
 #[tokio::test]
 async fn a_name_read_as_an_organization_never_reaches_the_cloud_under_hipaa() {
-    // v5.1 read this short prompt's name as an ORGANIZATION (0.99), v8 as a PERSON; under HIPAA
-    // organizations are redacted too, so the name goes out as a placeholder or the request stays
-    // local — never raw. Invented name.
+    // v8 reads the surname pair as an ORGANIZATION (raw 0.78; a law firm's name to the model), not
+    // as two PERSONs; under HIPAA organizations are redacted too, so the names go out as a
+    // placeholder or the request stays local — never raw. (v5.1 read "the visit of Anneliese
+    // Kowalczyk" that way; v8 reads it as a PERSON.) Invented names.
     let veil = Veil::start_with(with_classifier).await;
     let resp = veil
         .chat(
             KEY_HIPAA,
-            user("Summarize the visit of Anneliese Kowalczyk."),
+            user("Draft a letter to Okafor, Lindqvist and Brandt."),
         )
         .await;
     let action = resp.headers()["x-veil-action"].to_str().unwrap().to_owned();
     assert!(action == "redact" || action == "local", "{action}");
     for sent in veil.mock.bodies() {
         assert!(
-            !sent.contains("Anneliese") && !sent.contains("Kowalczyk"),
+            !sent.contains("Lindqvist") && !sent.contains("Brandt") && !sent.contains("Okafor"),
             "{sent}"
         );
     }
