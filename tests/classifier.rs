@@ -377,23 +377,24 @@ fn scores_do_not_depend_on_the_cpu() {
     // of physionet recall on such a CPU. The shipped weights are uint8 (training/export.py,
     // `portable_weights`), whose kernels are exact everywhere; on CPUs with VNNI, `Auto` turns
     // them back into int8 for speed, which must not change a score either. These scores are that
-    // exact arithmetic (v8). With v5's int8 weights an AMD EPYC (AVX2) gave scores up to 0.01 off
+    // exact arithmetic (v9). With v5's int8 weights an AMD EPYC (AVX2) gave scores up to 0.01 off
     // v5.1's exact ones (measured 2026-12-03). Invented text. A new model needs new values here.
     let dir = repo().join("models/classifier");
     assert_eq!(
         manifest(&dir).version,
-        "veil-ner-minilm-L3-int8-v8",
-        "the expected scores below belong to v8"
+        "veil-ner-minilm-L3-int8-v9",
+        "the expected scores below belong to v9"
     );
     let text = "Please summarize the visit of Anneliese Kowalczyk (DOB 4/9/1961) at Briarwood \
                 Clinic, 14 Elm Hollow Rd, Dunmore, on the 3rd of May.";
     let expected = [
-        ("Anneliese Kowalczyk", EntityType::Person, 0.99970),
+        ("Anneliese Kowalczyk", EntityType::Person, 0.99968),
         // The facility noun stays outside the span (decoding step 6d); the score is the span's.
-        ("Briarwood", EntityType::Location, 0.97406),
-        ("14 Elm Hollow Rd, Dunmore,", EntityType::Address, 0.87966),
-        ("4/9/1961", EntityType::Date, 0.99975),
-        ("the 3rd of May", EntityType::Date, 0.99978),
+        ("Briarwood", EntityType::Location, 0.95328),
+        // The comma the model tags after the town is trimmed (decoding step 6a).
+        ("14 Elm Hollow Rd, Dunmore", EntityType::Address, 0.96543),
+        ("4/9/1961", EntityType::Date, 0.99971),
+        ("the 3rd of May", EntityType::Date, 0.99971),
     ];
     for choice in [Weights::Auto, Weights::Portable] {
         let c = Classifier::load(&ClassifierConfig {
@@ -423,12 +424,12 @@ fn weak_names_used_by_the_policy_test_score_between_threshold_and_min_score() {
     // tests/api/classifier.rs `weak_names_count_for_the_policy` needs names the model reports
     // above its PERSON threshold but below the rules' min_score (raw). A new model needs new names.
     let dir = repo().join("models/classifier");
-    assert_eq!(manifest(&dir).version, "veil-ner-minilm-L3-int8-v8");
+    assert_eq!(manifest(&dir).version, "veil-ner-minilm-L3-int8-v9");
     let c = Classifier::load(&config(&dir)).unwrap();
     let threshold = c.threshold(&EntityType::Person).unwrap();
     for (text, name, below) in [
-        ("tell Tove the shift changed", "Tove", 0.5),
-        ("tell Gülter the shift changed", "Gülter", 0.6),
+        ("move Tove to the late shift", "Tove", 0.5),
+        ("move Gülter to the late shift", "Gülter", 0.6),
     ] {
         let found = c.detect(text, &BTreeMap::new()).unwrap();
         let f = found

@@ -943,6 +943,61 @@ CLIN_NEG_TEMPLATES = [
 ]
 
 
+# --charting (since v9): more of the vocabulary of charting that a small uncased model reads as a
+# name or place — wound-care and line products, charting systems and shift words, services and
+# their short forms, pronouns in notes that never capitalise, street-like words in bedside
+# phrases ("edge of bed") and numbers after "in/to/at" — written for this file from general
+# nursing vocabulary, plus (run.sh) a larger English word list for the everyday-word negatives.
+CHARTING = False
+CHARTING_TERMS = """tegaderm duoderm mepilex allevyn aquacel xeroform xerofoam gelfoam surgicel telfa kerlix kling coban
+steri-strips dermabond betadine chlorhexidine chloraprep hibiclens bacitracin silvadene santyl calmoseptine criticaid
+desitin sween aloe barrier cream adaptic vaseline gauze abd pad wet-to-dry dakins iodoform packing hydrocolloid
+alginate foam dressing opsite bioclusive permacath groshong portacath port-a-cath mediport trialysis
+vascath mahurkar broviac cordis shiley bivona portex passy-muir dobhoff corpak keofeed sump yankauer
+ambu venturi venti bipap cpap optiflow vapotherm heliox nebulizer flutter valve acapella incentive spirometer
+flowsheet careview carevue kardex MAR eMAR POE CPOE chart charting documentation addendum flow sheet pyxis omnicell
+noc midnoc overnoc nite tonite tmrw days nights evening shift night shift day shift handoff huddle
+derm pulm neuro nsurg neurosurg neuro surg ct surg cardiac surg vasc surg gen surg plastics ENT ophtho optho uro
+gyn onc heme renal cards cardiac GI ID psych PT OT ST SW CM RT nutrition dietary pharmacy chaplain chaplaincy pastoral
+care social work case management palliative transplant wound care ostomy nurse IV team rapid response code team
+hoyer lift sling stedy stand slide board gait belt bed alarm chair alarm vest mitts soft restraints
+sitter bedside commode camode urinal condom cath purewick external cath straight cath bladder scan
+xray x-ray ultrasound doppler duplex ct scan cta mri mra pet scan bone scan hida scan v/q scan swallow study barium
+bronch scope egd tee cath lab ir drain pigtail chest tube pleurx thoracic surgery
+antecubital brachial cephalic basilic forearm hand wrist upper arm lower leg dorsal plantar palmar""".split()
+CHARTING_PHRASES = ["edge of bed", "the edge of the bed", "side of bed", "side rails", "upper airway", "upper lobe",
+                    "middle lobe", "lower lobe", "high risk", "high fowlers", "high flow", "low flow", "most of the shift",
+                    "most of the day", "much of the night", "the upper 90s", "the high 80s", "the low 100s", "mid 90s",
+                    "good effect", "little effect", "bed pan", "the bedside", "the dayroom", "the hall", "the sink",
+                    "hospice care", "long term care", "skilled nursing", "acute rehab", "home with services"]
+PRONOUN_NOTES = ["he is resting comfortably", "she remains on {V}", "he'll need pt and possibly rehab", "she is oriented x3",
+                 "he denies pain", "he was given {DRUG} with good effect", "she states she feels better", "he c/o nausea",
+                 "she was turned q2h", "he is moving all extremities", "she tolerated the procedure", "he refused his meds",
+                 "he's been calm", "she'd like to speak to the team", "his wife called", "her son visited", "him and his family",
+                 "he has been in {V}", "she ate 50% of her dinner", "he and his daughter discussed goals of care"]
+NUMBER_NOTES = ["running in the {N}'s", "rate in {N}'s", "sbp in {N}'s-{N}'s", "weaned from {N} to {N}", "up to {N}",
+                "transfer at {HH}", "to {HH} when", "at {HH} and {HH}", "in {N}s with occ pvc", "hr to {N}", "down to {N}"]
+
+
+def charting_negative():
+    """A PHI-free fragment of --charting vocabulary (CHARTING_TERMS, CHARTING_PHRASES, PRONOUN_NOTES, NUMBER_NOTES)."""
+    r = R.random()
+    if r < 0.2:
+        t = R.choice(PRONOUN_NOTES).replace("{V}", vit()).replace("{DRUG}", R.choice(DRUGS))
+    elif r < 0.32:
+        t = R.choice(NUMBER_NOTES)
+        while "{N}" in t or "{HH}" in t:
+            t = t.replace("{N}", str(R.randint(4, 19) * 10), 1).replace("{HH}", f"{R.randint(0, 23):02d}{R.choice(['00', '15', '30', '45', '05'])}", 1)
+    elif r < 0.55:
+        t = R.choice(["at ", "to ", "in ", "from ", "out of ", "back to ", "sitting on ", "OOB to ", "by ", "near ", "at the "]) + R.choice(CHARTING_PHRASES)
+    else:
+        v = " ".join(R.choice(CHARTING_TERMS) for _ in range(R.choice([1, 1, 2, 2, 3])))
+        v = typos(v, 0.4) if R.random() < 0.25 else v
+        t = R.choice(CLIN_NEG_TEMPLATES[:36] + ["per {T}", "see {T}", "refer to {T}", "as per {T}", "via {T}", "covered with {T}",
+                                                 "tx with {T}", "placed on {T}", "confirmed by {T}", "seen by {T}", "{T} consult"]).replace("{T}", v)
+        t = re.sub(r"\{\w+\}", lambda m: v, t)
+    return t[:1].upper() + t[1:] if R.random() < 0.2 else t
+
 def drug_word():
     if DRUG_LEXICON and R.random() < 0.7:
         w = R.choice(DRUG_LEXICON)
@@ -1052,7 +1107,7 @@ def clinical_note(phi):
             else:
                 t = R.choice(CLIN[s]) if R.random() < 0.6 else R.choice(NARRATIVE)
                 if R.random() < 0.3:
-                    t = clinical_negative()
+                    t = charting_negative() if CHARTING and R.random() < 0.4 else clinical_negative()
                 if R.random() < 0.12:
                     t = t + " " + R.choice(EPONYMS) + R.choice([" in place", " intact", " d/c'd", " changed", "", " draining"])
                 if R.random() < 0.35:
@@ -1099,7 +1154,7 @@ def short_clinical(phi):
             "Interpret ABG {V} on {V}.", "What does S/P CABG x3 with LIMA to LAD mean?", "Pt on {DRUG} and {DRUG}, any interaction?",
         ]).replace("{AGE}", str(R.randint(20, 95))), d)
     if R.random() < 0.3:
-        d.add(R.choice([" ", "; ", ", ", "\n"]) + clinical_negative())
+        d.add(R.choice([" ", "; ", ", ", "\n"]) + (charting_negative() if CHARTING and R.random() < 0.4 else clinical_negative()))
     return d.build("keep" if R.random() < 0.6 else R.choice(["upper", "lower"]))
 
 
@@ -1234,6 +1289,7 @@ def main():
     ap.add_argument("--templates", help="presidio-evaluator templates.txt (optional; 10%% of examples when given)")
     ap.add_argument("--drugs", help="drug lexicon, one name per line (drug_lexicon.py): more hard negatives in clinical text")
     ap.add_argument("--frames", action="store_true", help="names and wards in the frames the v5 model misreads (FRAME_GENERAL, FRAME_CLIN)")
+    ap.add_argument("--charting", action="store_true", help="more charting vocabulary as hard negatives (charting_negative)")
     ap.add_argument("--words", help="word lexicon, one word per line (word_lexicon.py): everyday words as hard negatives")
     a = ap.parse_args()
     if a.templates:
@@ -1243,8 +1299,9 @@ def main():
     if a.words:
         PLAIN_WORDS.extend(w.strip() for w in open(a.words, encoding="utf-8")
                            if len(w.strip()) >= 4 and not w.startswith("#"))
-    global FRAMES
+    global FRAMES, CHARTING
     FRAMES = a.frames
+    CHARTING = a.charting
     R.seed(a.seed)
     Faker.seed(a.seed)
     init_fakers(a.seed)

@@ -251,10 +251,15 @@ def clock_stamp(text, start, chunk):
     return m.group(1).lower() in CLOCK_CUES
 
 
+# Separators a span never ends or starts with (step 6a); span_rules in classifier.rs.
+SPAN_TRIM = ",;:"
+
+
 def postprocess(text, span):
     """Span rules applied after BIO decoding (step 6 of the decoding rules).
 
-    a. A span with no letter or digit is dropped; a LOCATION or ORGANIZATION span keeps only its
+    a. A span with no letter or digit is dropped; others lose the commas, semicolons and colons
+       at their ends (SPAN_TRIM: "14 Elm Hollow Rd, Dunmore," ends at "Dunmore"); a LOCATION or ORGANIZATION span keeps only its
        named part (named_part) and is dropped if it has none.
     b. A DATE span without any letter is checked against its chunk: the maximal run around it of
        characters other than whitespace and ()[]{},; , minus leading ([{" and trailing .,;:!?)]}"
@@ -267,6 +272,11 @@ def postprocess(text, span):
     frag = text[a:b]
     if not any(c.isalnum() for c in frag):
         return None
+    while text[b - 1] in SPAN_TRIM or text[b - 1].isspace():
+        b -= 1
+    while text[a] in SPAN_TRIM or text[a].isspace():
+        a += 1
+    span, frag = dict(span, start=a, end=b), text[a:b]
     if span["label"] in ("LOCATION", "ORGANIZATION"):
         core = named_part(frag)
         return None if core is None else dict(span, start=with_place_prefix(text, a + core[0]), end=a + core[1])

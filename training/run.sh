@@ -7,7 +7,8 @@
 # Environment knobs: N_EXAMPLES (default 60000), LAYERS (3), MINUTES (training wall-clock cap, 90), LR (1.5e-4),
 # EPOCHS (3; about 7,000 steps, 70 min on 2 quiet cores; the time cap ends a slower run first), PACK (share of short examples packed into long
 # windows, 0), SEQ (inference window incl. [CLS]/[SEP], 128), STRIDE (96), SEED (13), MAX_FPR (0.14), PUBLIC_TEMPLATES (0),
-# SHARED (../../shared), PLAIN_NEGATIVES (1), FRAMES (1), TEACHER (an exported classifier's model.onnx to distil from; none by
+# SHARED (../../shared), PLAIN_NEGATIVES (1), FRAMES (1), CHARTING (1), WORDLISTS (SCOWL lists for the word lexicon, from Debian's
+# wamerican-* packages: "large huge"; v8 and earlier: large), TEACHER (an exported classifier's model.onnx to distil from; none by
 # default), ALPHA (0.5, weight of the gold labels when distilling), TEMP (2.0), FLOOR_WEIGHT (10: tune.py's penalty per
 # point of char recall below 0.95 and of entity leak rate above 0.08, on every dev set), PRECISION_WEIGHT (1: per point of
 # char precision below 0.80; lower than FLOOR_WEIGHT because recall comes first).
@@ -32,7 +33,8 @@ ALPHA=${ALPHA:-0.5}
 TEMP=${TEMP:-2.0}
 FLOOR_WEIGHT=${FLOOR_WEIGHT:-10}
 PRECISION_WEIGHT=${PRECISION_WEIGHT:-1}
-VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v8}
+WORDLISTS=${WORDLISTS:-large huge}
+VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v9}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 start=$(date +%s)
@@ -76,9 +78,13 @@ if [ ! -f "$DRUG_WHEEL" ]; then
 fi
 $PY drug_lexicon.py --wheel "$DRUG_WHEEL" --out "$OUT/drugs.txt"
 # Word lexicon (decoding rule 6): English words written only in lower case, from SCOWL as Debian's
-# wamerican-large package installs it, minus every name and place Faker knows.
-../scripts/ensure_apt.sh wamerican-large
-$PY word_lexicon.py --dict /usr/share/dict/american-english-large --out "$OUT/words.txt" --near-out "$OUT/near_names.txt"
+# wamerican-large and -huge packages install it (WORDLISTS), minus every name and place Faker knows.
+DICT_ARGS=()
+for w in $WORDLISTS; do
+  ../scripts/ensure_apt.sh "wamerican-$w"
+  DICT_ARGS+=(--dict "/usr/share/dict/american-english-$w")
+done
+$PY word_lexicon.py "${DICT_ARGS[@]}" --out "$OUT/words.txt" --near-out "$OUT/near_names.txt"
 
 log "generating $N_EXAMPLES synthetic examples (seed $SEED)"
 # PLAIN_NEGATIVES=1 (default): everyday words and language phrases as clinical hard negatives
@@ -90,6 +96,10 @@ fi
 # FRAMES=1 (default): names and wards in the frames the v5 model misreads (since v8).
 if [ "${FRAMES:-1}" = 1 ]; then
   WORD_ARGS+=(--frames)
+fi
+# CHARTING=1 (default): more charting vocabulary, pronouns and numbers as clinical hard negatives (since v9).
+if [ "${CHARTING:-1}" = 1 ]; then
+  WORD_ARGS+=(--charting)
 fi
 $PY gen_data.py --n "$N_EXAMPLES" --seed "$SEED" --drugs "$OUT/drugs.txt" "${WORD_ARGS[@]}" "${TEMPLATE_ARGS[@]}" --out data/train.jsonl
 

@@ -1908,7 +1908,12 @@ fn clock_stamp(text: &str, start: usize, chunk: &str) -> bool {
     listed(CLOCK_CUES, word)
 }
 
-/// Step 6 of the decoding rules: drop spans without letters or digits; place and organisation
+/// Separators a span never starts or ends with ([`span_rules`]): the model tags the comma after a
+/// town as part of an address ("14 Elm Hollow Rd, Dunmore,").
+const SPAN_TRIM: &str = ",;:";
+
+/// Step 6 of the decoding rules: drop spans without letters or digits; trim [`SPAN_TRIM`]
+/// separators and whitespace off both ends; place and organisation
 /// spans are cut to their named part ([`named_part`]) and dropped without one; a DATE span without letters is replaced by
 /// its chunk (delimited by whitespace and `()[]{},;`) if that chunk is a numeric date, and
 /// dropped otherwise (fragments of vitals such as `120/85`, ranges such as `12-15`).
@@ -1917,6 +1922,13 @@ fn span_rules(text: &str, f: Finding) -> Option<Finding> {
     if !fragment.chars().any(char::is_alphanumeric) {
         return None;
     }
+    let trim = |c: char| c.is_whitespace() || SPAN_TRIM.contains(c);
+    let f = Finding {
+        start: f.end - fragment.trim_start_matches(trim).len(),
+        end: f.start + fragment.trim_end_matches(trim).len(),
+        ..f
+    };
+    let fragment = text.get(f.start..f.end)?;
     if matches!(f.entity, EntityType::Location | EntityType::Organization) {
         let (start, end) = named_part(fragment)?;
         return Some(Finding {
@@ -2580,5 +2592,27 @@ mod tests {
             recognizer: "classifier",
         };
         assert!(span_rules("a/b", f).is_none());
+    }
+
+    #[test]
+    fn separators_at_the_ends_of_a_span_are_trimmed() {
+        let text = "at 14 Elm Hollow Rd, Dunmore, on Friday; Ann: yes";
+        assert_eq!(
+            ruled(EntityType::Address, text, "14 Elm Hollow Rd, Dunmore, ").as_deref(),
+            Some("14 Elm Hollow Rd, Dunmore")
+        );
+        assert_eq!(
+            ruled(EntityType::Person, text, "; Ann:").as_deref(),
+            Some("Ann")
+        );
+        assert_eq!(
+            ruled(EntityType::Location, text, "Dunmore,").as_deref(),
+            Some("Dunmore")
+        );
+        // Inner separators and a final full stop ("Rd.") stay.
+        assert_eq!(
+            ruled(EntityType::Address, "14 Elm Rd., Dunmore", "14 Elm Rd.").as_deref(),
+            Some("14 Elm Rd.")
+        );
     }
 }

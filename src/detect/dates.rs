@@ -461,9 +461,8 @@ pub(crate) fn short_date_context(text: &str, span: Range<usize>, strict: bool) -
     // A number right before it makes a mixed fraction or a measurement (`2 1/2`), except a
     // 24-hour clock time (`arrived at 0330 3/7`): that is how notes stamp an event.
     let number_before = is_number_word(text, before) && !is_clock_time(text, before);
-    if (strict && (word_in(text, before, NOT_DATE_BEFORE) || number_before))
-        || word_in(text, after, NOT_DATE_AFTER)
-    {
+    let setting_before = word_in(text, before, NOT_DATE_BEFORE) && !antecubital(text, before);
+    if (strict && (setting_before || number_before)) || word_in(text, after, NOT_DATE_AFTER) {
         return DateContext::Negative;
     }
     if word_in(text, before, DATE_BEFORE) {
@@ -515,9 +514,35 @@ fn settings_nearby(text: &str, start: usize) -> bool {
         return false;
     };
     let line = window.rsplit(|&b| b == b'\n').next().unwrap_or_default();
+    let mut previous: &[u8] = &[];
     line.split(|b| !b.is_ascii_alphanumeric())
         .skip(usize::from(from > 0)) // the first piece may be a cut word
-        .any(|w| !w.is_empty() && SETTINGS.iter().any(|s| s.eq_ignore_ascii_case(w)))
+        .filter(|w| !w.is_empty())
+        .any(|w| {
+            let side_ac = w.eq_ignore_ascii_case(b"ac") && is_side(previous);
+            previous = w;
+            !side_ac && SETTINGS.iter().any(|s| s.eq_ignore_ascii_case(w))
+        })
+}
+
+/// Words for the side of the body ("R AC": the right antecubital fossa, not assist control).
+const SIDES: &[&[u8]] = &[b"l", b"left", b"lt", b"r", b"right", b"rt"];
+
+fn is_side(word: &[u8]) -> bool {
+    SIDES.iter().any(|s| s.eq_ignore_ascii_case(word))
+}
+
+/// Whether the word at `range` is `AC` after a side ("PICC placed in R AC 11/17"): a site, the
+/// antecubital fossa, so a date may follow it; elsewhere `AC` is the assist-control vent mode.
+fn antecubital(text: &str, range: Option<(usize, usize)>) -> bool {
+    let Some((a, b)) = range else { return false };
+    let side = prev_word(text, a, 2)
+        .and_then(|(x, y)| text.as_bytes().get(x..y))
+        .is_some_and(is_side);
+    side && text
+        .as_bytes()
+        .get(a..b)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"ac"))
 }
 
 const LOG_LEVELS: &[&[u8]] = &[
@@ -835,6 +860,19 @@ mod tests {
         assert!(dates("strength 5/5 in all extremities").is_empty());
         assert!(dates("PS 10/5 on CPAP").is_empty());
         assert!(dates("pain 4/10").is_empty());
+        assert!(dates("vent AC 14/5 overnight").is_empty());
+        assert!(dates("on AC 12/5, fio2 40%").is_empty());
+    }
+
+    #[test]
+    fn a_side_before_ac_makes_it_a_site_not_the_vent_mode() {
+        assert_eq!(
+            dates("LINES: PICC PLACED IN R AC 11/17, ART LINE"),
+            ["11/17"]
+        );
+        assert_eq!(dates("piv in left ac 3/2 intact"), ["3/2"]);
+        // Other settings nearby still make it one.
+        assert!(dates("PEEP 5, R AC 12/5").is_empty());
     }
 
     #[test]

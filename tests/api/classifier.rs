@@ -33,22 +33,19 @@ async fn name_only_prompt_under_hipaa_stays_local() {
 
 #[tokio::test]
 async fn a_name_read_as_an_organization_never_reaches_the_cloud_under_hipaa() {
-    // v8 reads the surname pair as an ORGANIZATION (raw 0.78; a law firm's name to the model), not
+    // v9 reads the surname pair as an ORGANIZATION (raw 0.94; a law firm's name to the model), not
     // as two PERSONs; under HIPAA organizations are redacted too, so the names go out as a
-    // placeholder or the request stays local — never raw. (v5.1 read "the visit of Anneliese
-    // Kowalczyk" that way; v8 reads it as a PERSON.) Invented names.
+    // placeholder or the request stays local — never raw. (v8 read "Okafor, Lindqvist and
+    // Brandt" that way; v9 reads it as PERSONs.) Invented names.
     let veil = Veil::start_with(with_classifier).await;
     let resp = veil
-        .chat(
-            KEY_HIPAA,
-            user("Draft a letter to Okafor, Lindqvist and Brandt."),
-        )
+        .chat(KEY_HIPAA, user("Send the file to Brandt & Lindqvist."))
         .await;
     let action = resp.headers()["x-veil-action"].to_str().unwrap().to_owned();
     assert!(action == "redact" || action == "local", "{action}");
     for sent in veil.mock.bodies() {
         assert!(
-            !sent.contains("Lindqvist") && !sent.contains("Brandt") && !sent.contains("Okafor"),
+            !sent.contains("Lindqvist") && !sent.contains("Brandt"),
             "{sent}"
         );
     }
@@ -56,14 +53,14 @@ async fn a_name_read_as_an_organization_never_reaches_the_cloud_under_hipaa() {
 
 #[tokio::test]
 async fn weak_names_count_for_the_policy() {
-    // The model reports "Tove" at 0.32 and "Gülter" at 0.40 (raw, v8; tests/classifier.rs pins
-    // both) — above its PERSON threshold of 0.25, below the rules' min_score of 0.5 (HIPAA's
+    // The model reports "Tove" at 0.43 and "Gülter" at 0.34 (raw, v9; tests/classifier.rs pins
+    // both) — above its PERSON threshold of 0.1, below the rules' min_score of 0.5 (HIPAA's
     // default) and 0.6. Classifier scores are reported on the policy scale (the threshold maps to
     // 0.5), so both names are acted on: kept local under HIPAA, redacted under the default
     // policy. Before, both prompts went to the cloud with the name. Invented names.
     let veil = Veil::start_with(with_classifier).await;
     let resp = veil
-        .chat(KEY_HIPAA, user("tell Tove the shift changed"))
+        .chat(KEY_HIPAA, user("move Tove to the late shift"))
         .await;
     assert_eq!(resp.headers()["x-veil-action"], "local");
     assert_eq!(
@@ -72,7 +69,7 @@ async fn weak_names_count_for_the_policy() {
         "a name under HIPAA never reaches the cloud"
     );
     let resp = veil
-        .chat(KEY_DEFAULT, user("tell Gülter the shift changed"))
+        .chat(KEY_DEFAULT, user("move Gülter to the late shift"))
         .await;
     assert_eq!(resp.headers()["x-veil-action"], "redact");
     assert_eq!(resp.status(), 200);
