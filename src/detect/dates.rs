@@ -535,14 +535,8 @@ fn is_side(word: &[u8]) -> bool {
 /// Whether the word at `range` is `AC` after a side ("PICC placed in R AC 11/17"): a site, the
 /// antecubital fossa, so a date may follow it; elsewhere `AC` is the assist-control vent mode.
 fn antecubital(text: &str, range: Option<(usize, usize)>) -> bool {
-    let Some((a, b)) = range else { return false };
-    let side = prev_word(text, a, 2)
-        .and_then(|(x, y)| text.as_bytes().get(x..y))
-        .is_some_and(is_side);
-    side && text
-        .as_bytes()
-        .get(a..b)
-        .is_some_and(|w| w.eq_ignore_ascii_case(b"ac"))
+    word_in(text, range, &[b"ac"])
+        && range.is_some_and(|(a, _)| word_in(text, prev_word(text, a, 2), SIDES))
 }
 
 const LOG_LEVELS: &[&[u8]] = &[
