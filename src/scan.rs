@@ -74,7 +74,7 @@ impl Detectors {
                             .thresholds
                             .get(&f.entity)
                             .copied()
-                            .or_else(|| c.threshold(&f.entity));
+                            .or_else(|| c.threshold(&f.entity, text));
                         if let Some(t) = threshold {
                             f.score = on_policy_scale(f.score, t);
                         }
@@ -110,8 +110,9 @@ impl Detectors {
 /// where it starts reporting the type, chosen per type for recall — maps to 0.5 and certainty to
 /// 1, linearly; a reported span below its threshold (grown by hysteresis) counts as 0.5. Rules
 /// compare every finding with one `min_score` (0.5 by default), while the thresholds differ by
-/// type (PERSON 0.1, LOCATION 0.1, DATE 0.85 for v9): on the model's raw scores a rule's 0.5 would
-/// silently drop the weaker names and places the thresholds were chosen to report.
+/// type (PERSON 0.1, LOCATION 0.1, DATE 0.85 for v9.1 in cased text): on the model's raw scores
+/// a rule's 0.5 would silently drop the weaker names and places the thresholds were chosen to
+/// report.
 pub fn on_policy_scale(score: f32, threshold: f32) -> f32 {
     if !(0.0..1.0).contains(&threshold) {
         return score;

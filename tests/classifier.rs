@@ -201,9 +201,8 @@ fn a_corrupt_model_is_refused() {
     Classifier::load(&config(tmp.path())).expect("restored files load");
 }
 
-/// The shipped model loaded from `tmp` with a manifest without its `key` lexicon lines (the
-/// lexicon file is not copied either).
-fn load_without(tmp: &Path, key: &str) -> Classifier {
+/// The shipped model loaded from `tmp` with its manifest passed through `edit`.
+fn load_with(tmp: &Path, edit: impl Fn(&str) -> String) -> Classifier {
     let dir = model_dir();
     for f in [
         "model.onnx",
@@ -215,13 +214,47 @@ fn load_without(tmp: &Path, key: &str) -> Classifier {
         std::fs::copy(dir.join(f), tmp.join(f)).unwrap();
     }
     let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
-    let without: String = manifest
-        .lines()
-        .filter(|l| !l.starts_with(key))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(tmp.join("manifest.toml"), without).unwrap();
+    std::fs::write(tmp.join("manifest.toml"), edit(&manifest)).unwrap();
     Classifier::load(&config(tmp)).unwrap()
+}
+
+/// The shipped model loaded from `tmp` with a manifest without its `key` lexicon lines.
+fn load_without(tmp: &Path, key: &str) -> Classifier {
+    load_with(tmp, |manifest| {
+        manifest
+            .lines()
+            .filter(|l| !l.starts_with(key))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    })
+}
+
+#[test]
+fn text_that_does_not_capitalise_words_gets_the_caseless_thresholds() {
+    // Invented text, one sentence written twice: with case, and all caps, where the uncased
+    // model has no case to go by and the manifest may ask for more certainty.
+    let (cased, caseless) = ("move Tove to the late shift", "MOVE TOVE TO THE LATE SHIFT");
+    let tmp = tempfile::tempdir().unwrap();
+    let c = load_with(tmp.path(), |manifest| {
+        let mut m: toml::Table = toml::from_str(manifest).unwrap();
+        let mut table = toml::Table::new();
+        table.insert("PERSON".to_owned(), toml::Value::Float(0.99));
+        m.insert("caseless_thresholds".to_owned(), toml::Value::Table(table));
+        toml::to_string(&m).unwrap()
+    });
+    let shipped = manifest(&model_dir()).thresholds["PERSON"];
+    assert_eq!(c.threshold(&EntityType::Person, cased), Some(shipped));
+    assert_eq!(c.threshold(&EntityType::Person, caseless), Some(0.99));
+    let none = BTreeMap::new();
+    // The uncased model scores "Tove" and "TOVE" alike (0.43 with v9), between the two.
+    assert_eq!(persons(cased, &c.detect(cased, &none).unwrap()), ["Tove"]);
+    assert!(persons(caseless, &c.detect(caseless, &none).unwrap()).is_empty());
+    // A policy's threshold replaces both.
+    let policy = BTreeMap::from([(EntityType::Person, shipped)]);
+    assert_eq!(
+        persons(caseless, &c.detect(caseless, &policy).unwrap()),
+        ["TOVE"]
+    );
 }
 
 #[test]
@@ -382,8 +415,8 @@ fn scores_do_not_depend_on_the_cpu() {
     let dir = repo().join("models/classifier");
     assert_eq!(
         manifest(&dir).version,
-        "veil-ner-minilm-L3-int8-v9",
-        "the expected scores below belong to v9"
+        "veil-ner-minilm-L3-int8-v9.1",
+        "the expected scores below belong to v9's weights (v9.1: v9 with caseless thresholds)"
     );
     let text = "Please summarize the visit of Anneliese Kowalczyk (DOB 4/9/1961) at Briarwood \
                 Clinic, 14 Elm Hollow Rd, Dunmore, on the 3rd of May.";
@@ -424,13 +457,13 @@ fn weak_names_used_by_the_policy_test_score_between_threshold_and_min_score() {
     // tests/api/classifier.rs `weak_names_count_for_the_policy` needs names the model reports
     // above its PERSON threshold but below the rules' min_score (raw). A new model needs new names.
     let dir = repo().join("models/classifier");
-    assert_eq!(manifest(&dir).version, "veil-ner-minilm-L3-int8-v9");
+    assert_eq!(manifest(&dir).version, "veil-ner-minilm-L3-int8-v9.1");
     let c = Classifier::load(&config(&dir)).unwrap();
-    let threshold = c.threshold(&EntityType::Person).unwrap();
     for (text, name, below) in [
         ("move Tove to the late shift", "Tove", 0.5),
         ("move Gülter to the late shift", "Gülter", 0.6),
     ] {
+        let threshold = c.threshold(&EntityType::Person, text).unwrap();
         let found = c.detect(text, &BTreeMap::new()).unwrap();
         let f = found
             .iter()

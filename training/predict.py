@@ -17,7 +17,9 @@ Decoding (see models/README.md, "Decoding rules"):
     most central: maximise min(i - start, start + len - 1 - i); ties go to the earlier window.
  4. Word probabilities = mean of its pieces' probability vectors. For each entity type X,
     s(X) = p(B-X) + p(I-X). The word's type is X* = argmax s(X); the word is an entity word if
-    s(X*) >= threshold[X*], otherwise it is outside.
+    s(X*) >= threshold[X*], otherwise it is outside. The thresholds are the manifest's [thresholds], or its
+    [caseless_thresholds] (types missing there: [thresholds]) when the text does not capitalise words
+    (capitalises_words: all-caps and all-lower-case notes, where the model has no case to go by).
  4a. Before step 4: (i) words inside a dotted abbreviation (DOTTED_ABBR: y.o., a.m., p.m., i.v., p.o., b.i.d., ...)
     and words for a person (NOT_NAMES: female, woman, daughter, husband, ...) get
     s(PERSON) = p(B-PERSON) = p(I-PERSON) = 0 before step 4: they are never names.
@@ -569,8 +571,11 @@ class Classifier:
         self.max_seq_len = int(man["max_seq_len"])
         self.stride = int(man["stride"])
         self.thresholds = dict(man.get("thresholds", {}))
-        if thresholds:
+        # Thresholds for text that does not capitalise words (types missing: the cased ones).
+        self.caseless_thresholds = {**self.thresholds, **man.get("caseless_thresholds", {})}
+        if thresholds:  # overrides apply to cased and caseless text alike
             self.thresholds.update(thresholds)
+            self.caseless_thresholds.update(thresholds)
         self.extend = dict(man.get("extend", {}))
         self.drugs = load_lexicon(model_dir, man, "drug_lexicon")
         self.plain_words = PlainWords(load_lexicon(model_dir, man, "word_lexicon"),
@@ -673,8 +678,12 @@ class Classifier:
         return out
 
     # ---- step 5
+    def thresholds_for(self, text):
+        """The manifest's thresholds for text: caseless_thresholds where it does not capitalise words."""
+        return self.thresholds if text is None or capitalises_words(text) else self.caseless_thresholds
+
     def decode(self, words, thresholds=None, text=None, extend=None):
-        th = thresholds or self.thresholds
+        th = thresholds or self.thresholds_for(text)
         ext = self.extend if extend is None else extend
         if text is not None and "PERSON" in self.types:
             # step 4a (i): words inside a dotted abbreviation, and words for a person (NOT_NAMES:

@@ -11,7 +11,8 @@
 # wamerican-* packages: "large huge"; v8 and earlier: large), TEACHER (an exported classifier's model.onnx to distil from; none by
 # default), ALPHA (0.5, weight of the gold labels when distilling), TEMP (2.0), FLOOR_WEIGHT (10: tune.py's penalty per
 # point of char recall below 0.95 and of entity leak rate above 0.08, on every dev set), PRECISION_WEIGHT (1: per point of
-# char precision below 0.80; lower than FLOOR_WEIGHT because recall comes first).
+# char precision below 0.80; lower than FLOOR_WEIGHT because recall comes first), CASELESS_PRECISION_WEIGHT (10: the same for
+# the second search, of the thresholds for text that does not capitalise words, the first search's kept).
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
@@ -33,8 +34,9 @@ ALPHA=${ALPHA:-0.5}
 TEMP=${TEMP:-2.0}
 FLOOR_WEIGHT=${FLOOR_WEIGHT:-10}
 PRECISION_WEIGHT=${PRECISION_WEIGHT:-1}
+CASELESS_PRECISION_WEIGHT=${CASELESS_PRECISION_WEIGHT:-10}
 WORDLISTS=${WORDLISTS:-large huge}
-VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v9}
+VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v9.1}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 start=$(date +%s)
@@ -129,10 +131,16 @@ if [ -f "$PHYSIO" ] && [ -f "$SYNTH" ]; then
   done
   log "choosing thresholds on the dev sets"
   rm -f runs/tune.*.pkl  # word scores of an earlier model (kept to re-run the search by hand)
-  $PY tune.py --model "$OUT" --labels runs/final/labels.json --gold "$PHYSIO" --gold "$SYNTH" \
-    --patterns runs/patterns.physionet-deid.dev.jsonl --patterns runs/patterns.presidio-synth.dev.jsonl \
-    --fpr-set physionet --max-fpr "$MAX_FPR" --version "$VERSION" --max-seq-len "$SEQ" --stride "$STRIDE" \
-    --cache runs/tune --precision-weight "$PRECISION_WEIGHT" --recall-weight "$FLOOR_WEIGHT" --max-leak-weight "$FLOOR_WEIGHT"
+  tune() {
+    $PY tune.py --model "$OUT" --labels runs/final/labels.json --gold "$PHYSIO" --gold "$SYNTH" \
+      --patterns runs/patterns.physionet-deid.dev.jsonl --patterns runs/patterns.presidio-synth.dev.jsonl \
+      --fpr-set physionet --max-fpr "$MAX_FPR" --version "$VERSION" --max-seq-len "$SEQ" --stride "$STRIDE" \
+      --cache runs/tune --recall-weight "$FLOOR_WEIGHT" --max-leak-weight "$FLOOR_WEIGHT" "$@"
+  }
+  # One threshold per type, recall first; then, those kept, the thresholds for text that does not
+  # capitalise words, where the model is least precise (since v9.1).
+  tune --cased-only --precision-weight "$PRECISION_WEIGHT"
+  tune --caseless-only --precision-weight "$CASELESS_PRECISION_WEIGHT"
   for g in "$PHYSIO" "$SYNTH"; do
     n=$(basename "$g" .jsonl)
     VEIL_CLASSIFIER_DIR="$OUT" veil --jsonl "$g" "$HERE/runs/veil.$n.jsonl"

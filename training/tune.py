@@ -13,12 +13,13 @@ leak rate (times --leak-weight), minus penalties when char precision falls below
 (times --recall-weight, 0 by default), when the entity leak rate exceeds --max-leak (times
 --max-leak-weight, 0 by default) and when the document
 false-positive rate of the --fpr-set file exceeds --max-fpr (ordinary notes must stay silent).
-Coordinate search over a grid (--rounds), each type's threshold then its hysteresis threshold.
+Coordinate search over a grid (--rounds): each type's threshold, its threshold for text that does not
+capitalise words ([caseless_thresholds]; --cased-only leaves it out), then its hysteresis threshold.
 """
-import argparse, hashlib, json, os, pickle, sys
+import argparse, hashlib, json, os, pickle, sys, tomllib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from predict import Classifier  # noqa: E402
+from predict import Classifier, capitalises_words  # noqa: E402
 from scoring import score  # noqa: E402
 
 # Lexicons used when present in the model directory: manifest key prefix -> file.
@@ -44,7 +45,8 @@ def lexicons(model_dir):
     return out
 
 
-def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model_dir, extra="", extend=None):
+def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model_dir, extra="", extend=None,
+                   caseless=None):
     lines = [
         f'version = "{version}"',
         f"labels = [{', '.join(json.dumps(l) for l in labels)}]",
@@ -58,6 +60,10 @@ def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model
     for key, value in lexicons(model_dir).items():
         lines.append(f'{key} = "{value}"')
     lines += ["", "[thresholds]"] + [f"{k} = {v}" for k, v in thresholds.items()]
+    caseless = {k: v for k, v in (caseless or {}).items() if v != thresholds.get(k, 0.5)}
+    if caseless:
+        lines += ["", "# Text that does not capitalise words (all caps, all lower case): types missing use [thresholds]."]
+        lines += ["[caseless_thresholds]"] + [f"{k} = {v}" for k, v in caseless.items()]
     ext = {k: v for k, v in (extend or {}).items() if v < thresholds.get(k, 0.5)}
     if ext:
         lines += ["", "# Hysteresis: a word next to an entity word of its type joins it from this score on."]
@@ -87,6 +93,9 @@ def main():
     ap.add_argument("--version", default="veil-ner-minilm-L3-int8-v1")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--fixed", action="append", default=[], help="LABEL=VALUE, not tuned")
+    ap.add_argument("--cased-only", action="store_true", help="one threshold per type, whatever the text's case")
+    ap.add_argument("--caseless-only", action="store_true",
+                    help="keep --model's manifest thresholds and hysteresis; search its caseless thresholds alone")
     a = ap.parse_args()
 
     labels = json.load(open(a.labels))
@@ -113,14 +122,16 @@ def main():
             for line in open(a.patterns[i], encoding="utf-8"):
                 p = json.loads(line)
                 pats[p["id"]] = [x for x in p["spans"] if x.get("recognizer") != "classifier"]
-        sets.append((g, recs, words, pats))
+        cased = [capitalises_words(r["text"]) for r in recs]
+        sets.append((g, recs, words, pats, cased))
         print(f"inferred {g}", file=sys.stderr)
 
-    def evaluate(th, ext=None):
+    def evaluate(th, ext=None, thl=None):
+        """Scores with thresholds th (thl in text that does not capitalise words; None: th)."""
         res = {}
-        for g, recs, words, pats in sets:
-            preds = {r["id"]: clf.decode(w, th, text=r["text"], extend=ext or {}) + pats.get(r["id"], [])
-                     for r, w in zip(recs, words)}
+        for g, recs, words, pats, cased in sets:
+            preds = {r["id"]: clf.decode(w, th if c or thl is None else thl, text=r["text"], extend=ext or {})
+                     + pats.get(r["id"], []) for r, w, c in zip(recs, words, cased)}
             res[g] = score(recs, preds)
         return res
 
@@ -138,32 +149,57 @@ def main():
     th = {t: 0.5 for t in types}
     fixed = {k: float(v) for k, v in (x.split("=") for x in a.fixed)}
     th.update(fixed)
+    thl = dict(th)  # caseless text; a cased threshold moves it along until it is searched itself
     ext = {}
-    best = objective(evaluate(th))
-    # Coordinate search: each type's threshold, then its hysteresis threshold (below it, or none).
+    if a.caseless_only:
+        with open(os.path.join(a.model, "manifest.toml"), "rb") as f:
+            old = tomllib.load(f)
+        th = {t: old["thresholds"].get(t, 0.5) for t in types}
+        thl = {t: old.get("caseless_thresholds", {}).get(t, th[t]) for t in types}
+        ext = dict(old.get("extend", {}))
+
+    def thl_with(cand, t):
+        """Caseless thresholds to try with cased ones cand: the same with --cased-only; in the first
+        round t's caseless threshold follows its cased one until it is searched itself."""
+        if a.cased_only:
+            return cand
+        return dict(thl, **{t: cand[t]}) if rnd == 0 else thl
+
+    rnd = 0
+    best = objective(evaluate(th, ext, thl))
+    # Coordinate search: each type's threshold, its caseless threshold, then its hysteresis
+    # threshold (below both thresholds, or none).
     for rnd in range(a.rounds):
         for t in types:
-            if t not in fixed:
+            if t not in fixed and not a.caseless_only:
                 for v in GRID:
                     cand = dict(th, **{t: v})
-                    cext = {k: e for k, e in ext.items() if e < cand[k]}
-                    o = objective(evaluate(cand, cext))
+                    cthl = thl_with(cand, t)
+                    cext = {k: e for k, e in ext.items() if e < min(cand[k], cthl[k])}
+                    o = objective(evaluate(cand, cext, cthl))
                     if o > best + 1e-6:
-                        best, th, ext = o, cand, cext
-            for v in [None] + [g for g in GRID if g < th[t]]:
+                        best, th, thl, ext = o, cand, cthl, cext
+            if t not in fixed and not a.cased_only:
+                for v in GRID:
+                    cthl = dict(thl, **{t: v})
+                    cext = {k: e for k, e in ext.items() if e < min(th[k], cthl[k])}
+                    o = objective(evaluate(th, cext, cthl))
+                    if o > best + 1e-6:
+                        best, thl, ext = o, cthl, cext
+            for v in [] if a.caseless_only else [None] + [g for g in GRID if g < min(th[t], thl[t])]:
                 cext = {k: e for k, e in ext.items() if k != t}
                 if v is not None:
                     cext[t] = v
-                o = objective(evaluate(th, cext))
+                o = objective(evaluate(th, cext, thl))
                 if o > best + 1e-6:
                     best, ext = o, cext
-        print(f"round {rnd}: {th} extend {ext} objective {best:.4f}", file=sys.stderr)
-    res = evaluate(th, ext)
+        print(f"round {rnd}: {th} caseless {thl} extend {ext} objective {best:.4f}", file=sys.stderr)
+    res = evaluate(th, ext, thl)
     for g, r in res.items():
         print(os.path.basename(g), json.dumps(r))
     write_manifest(os.path.join(a.model, "manifest.toml"), labels, a.max_seq_len, a.stride, th, a.version, a.model,
-                   extend=ext)
-    print("thresholds", th, "extend", ext)
+                   extend=ext, caseless=thl)
+    print("thresholds", th, "caseless", thl, "extend", ext)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,11 @@ pub struct Manifest {
     /// Default per-type thresholds.
     #[serde(default)]
     pub thresholds: BTreeMap<String, f32>,
+    /// Per-type thresholds for text that does not [capitalise words](capitalises_words) (all-caps
+    /// and all-lower-case notes), where the model has no case to go by; types missing here use
+    /// `thresholds`.
+    #[serde(default)]
+    pub caseless_thresholds: BTreeMap<String, f32>,
     /// Per-type hysteresis thresholds: a word next to an entity word of its own type joins it
     /// from this score on (absent: the type's threshold, i.e. no hysteresis).
     #[serde(default)]
@@ -147,6 +152,7 @@ pub struct Classifier {
     sep: u32,
     pad: u32,
     thresholds: Vec<f32>,
+    caseless_thresholds: Vec<f32>,
     extend: Vec<f32>,
     drugs: HashSet<String>,
     plain_words: PlainWords,
@@ -322,9 +328,20 @@ impl Classifier {
                     .to_owned(),
             ));
         }
-        let thresholds = types
+        let thresholds: Vec<f32> = types
             .iter()
             .map(|t| manifest.thresholds.get(&t.name).copied().unwrap_or(0.5))
+            .collect();
+        let caseless_thresholds = types
+            .iter()
+            .zip(&thresholds)
+            .map(|(t, d)| {
+                manifest
+                    .caseless_thresholds
+                    .get(&t.name)
+                    .copied()
+                    .unwrap_or(*d)
+            })
             .collect();
         let extend = types
             .iter()
@@ -369,6 +386,7 @@ impl Classifier {
             sep,
             pad,
             thresholds,
+            caseless_thresholds,
             extend,
             drugs,
             plain_words,
@@ -386,16 +404,27 @@ impl Classifier {
         self.types.iter().map(|t| &t.entity)
     }
 
-    /// Default threshold for an entity type.
-    pub fn threshold(&self, entity: &EntityType) -> Option<f32> {
+    /// Default threshold for an entity type in `text`: the manifest's `caseless_thresholds` where
+    /// the text does not [capitalise words](capitalises_words), else its `thresholds`.
+    pub fn threshold(&self, entity: &EntityType, text: &str) -> Option<f32> {
         self.types
             .iter()
-            .zip(&self.thresholds)
+            .zip(self.default_thresholds(text))
             .find(|(t, _)| &t.entity == entity)
             .map(|(_, th)| *th)
     }
 
-    /// Findings in `text` with the manifest's thresholds, overridden per type by `overrides`.
+    /// The manifest's thresholds (one per type) that apply to `text`.
+    fn default_thresholds(&self, text: &str) -> &[f32] {
+        if capitalises_words(text) {
+            &self.thresholds
+        } else {
+            &self.caseless_thresholds
+        }
+    }
+
+    /// Findings in `text` with the manifest's thresholds for it ([`Self::threshold`]), overridden
+    /// per type by `overrides` (an override applies to cased and caseless text alike).
     pub fn detect(
         &self,
         text: &str,
@@ -412,7 +441,7 @@ impl Classifier {
         let thresholds: Vec<f32> = self
             .types
             .iter()
-            .zip(&self.thresholds)
+            .zip(self.default_thresholds(text))
             .map(|(t, d)| overrides.get(&t.entity).copied().unwrap_or(*d))
             .collect();
         let lows: Vec<f32> = thresholds
