@@ -409,14 +409,15 @@ impl Classifier {
     pub fn threshold(&self, entity: &EntityType, text: &str) -> Option<f32> {
         self.types
             .iter()
-            .zip(self.default_thresholds(text))
+            .zip(self.default_thresholds(capitalises_words(text)))
             .find(|(t, _)| &t.entity == entity)
             .map(|(_, th)| *th)
     }
 
-    /// The manifest's thresholds (one per type) that apply to `text`.
-    fn default_thresholds(&self, text: &str) -> &[f32] {
-        if capitalises_words(text) {
+    /// The manifest's thresholds (one per type) for text that does (`cased`) or does not
+    /// [capitalise words](capitalises_words).
+    fn default_thresholds(&self, cased: bool) -> &[f32] {
+        if cased {
             &self.thresholds
         } else {
             &self.caseless_thresholds
@@ -438,10 +439,11 @@ impl Classifier {
             .encode(text, false)
             .map_err(|e| ClassifierError::Tokenizer(e.to_string()))?;
         let probs = self.piece_probs(enc.get_ids())?;
+        let cased = capitalises_words(text);
         let thresholds: Vec<f32> = self
             .types
             .iter()
-            .zip(self.default_thresholds(text))
+            .zip(self.default_thresholds(cased))
             .map(|(t, d)| overrides.get(&t.entity).copied().unwrap_or(*d))
             .collect();
         let lows: Vec<f32> = thresholds
@@ -468,7 +470,6 @@ impl Classifier {
             .map(|f| with_ordinal_day(text, f))
             .filter(|f| !only_drug_names(text, f, &self.drugs))
             .collect();
-        let cased = capitalises_words(text);
         if cased {
             found.retain(|f| !weak_lower_case_span(text, f) && !acronym_as_name(text, f));
         }
