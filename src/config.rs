@@ -135,6 +135,9 @@ pub struct PoliciesConfig {
     pub dir: PathBuf,
     /// Seconds between checks for changed policy files (0 disables hot reload; SIGHUP still works).
     pub reload_secs: u64,
+    /// Milliseconds changed files must stay unchanged before they are loaded: a file still being
+    /// written is never compiled.
+    pub debounce_ms: u64,
 }
 
 impl Default for PoliciesConfig {
@@ -142,6 +145,7 @@ impl Default for PoliciesConfig {
         Self {
             dir: PathBuf::from("policies"),
             reload_secs: 2,
+            debounce_ms: 500,
         }
     }
 }
@@ -169,6 +173,10 @@ pub struct UpstreamConfig {
     /// Largest non-streaming answer accepted from the upstream, in bytes.
     #[serde(default = "default_max_response")]
     pub max_response_bytes: usize,
+    /// A business-associate agreement covers this upstream, so it may receive PHI. Only
+    /// `veil policy check` reads it: it warns when a policy lets PHI reach an upstream without.
+    #[serde(default)]
+    pub baa: bool,
 }
 
 /// One API key, stored as the hex SHA-256 of the key.
@@ -511,16 +519,16 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, TomlError> {
     let de = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
+        // `toml::Spanned` fields show up in the path as a private serde key; readers want the
+        // key they wrote.
+        let key = e
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "");
         let key = if key == "." { String::new() } else { key };
         let inner = e.inner();
-        TomlError::at(
-            path,
-            text,
-            inner.span().map(|s| s.start),
-            &key,
-            inner.message().trim(),
-        )
+        let message = inner.message().trim().replace('\n', "; ");
+        TomlError::at(path, text, inner.span().map(|s| s.start), &key, &message)
     })
 }
 

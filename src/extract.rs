@@ -29,6 +29,22 @@ pub struct Location {
     pub is_key: bool,
 }
 
+impl Location {
+    /// The field as the audit log and `veil policy explain` name it: `messages[1].content`,
+    /// `#/path` inside a JSON document held in a string, `#key` for an object key.
+    pub fn field(&self) -> String {
+        let mut field = render(&self.path);
+        if let Some(inner) = &self.inner {
+            field.push_str("#/");
+            field.push_str(&render(inner));
+        }
+        if self.is_key {
+            field.push_str("#key");
+        }
+        field
+    }
+}
+
 /// One piece of text to scan.
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -206,7 +222,7 @@ fn function(call: &Value, path: Vec<Step>, max_depth: usize, out: &mut Extracted
         let p = child(&path, Step::Key(key.clone()));
         match (key.as_str(), value) {
             ("arguments", Value::String(args)) => {
-                match crate::api::body::parse_json(args.as_bytes(), max_depth) {
+                match crate::json::parse_json(args.as_bytes(), max_depth) {
                     Ok(doc @ (Value::Object(_) | Value::Array(_))) => {
                         free(&doc, p, Some(Vec::new()), out);
                     }

@@ -1,4 +1,5 @@
-//! The `veil` command line: `serve`, `scan`, `policy check`, `key hash`, `audit verify`.
+//! The `veil` command line: `serve`, `scan`, `policy check|test|explain|diff`, `key hash`,
+//! `audit verify`.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -18,15 +19,9 @@ use veil::snapshot::{PolicySet, Snapshot};
     about = "Privacy-policy enforcement proxy for LLM traffic"
 )]
 struct Cli {
-    /// Configuration file.
-    #[arg(
-        long,
-        short,
-        global = true,
-        default_value = "veil.toml",
-        env = "VEIL_CONFIG"
-    )]
-    config: PathBuf,
+    /// Configuration file [default: veil.toml].
+    #[arg(long, short, global = true, env = "VEIL_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -72,8 +67,74 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Validate every policy file and the keys that refer to them.
-    Check,
+    /// Validate every policy file and the keys that refer to them, and lint them, without loading
+    /// any model. Exit code 0 clean, 1 errors, 2 warnings with --strict.
+    Check {
+        /// Policy directory [default: policies.dir from veil.toml].
+        dir: Option<PathBuf>,
+        /// Fail (exit code 2) on warnings too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run the policy test files DIR/tests/*.toml. Exit code 1 when a case fails.
+    Test {
+        /// Policy directory [default: policies.dir from veil.toml].
+        dir: Option<PathBuf>,
+        /// List passing cases too.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Show the whole decision for one request: findings, every rule, the action and why, the
+    /// route and the body the upstream would receive.
+    Explain {
+        /// Policy to apply [default: the key's].
+        #[arg(long)]
+        policy: Option<String>,
+        /// A key id from veil.toml: its tenant and policy.
+        #[arg(long)]
+        key: Option<String>,
+        /// Tenant [default: the key's, or "default"].
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The prompt, sent as one user message.
+        #[arg(long, conflicts_with = "request", required_unless_present = "request")]
+        text: Option<String>,
+        /// A whole chat request (JSON) in a file.
+        #[arg(long)]
+        request: Option<PathBuf>,
+        /// Model of a --text request.
+        #[arg(long, default_value = veil::review::DEFAULT_MODEL)]
+        model: String,
+        /// Policy directory [default: policies.dir from veil.toml].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Show detected values (masked by default).
+        #[arg(long)]
+        show_values: bool,
+    },
+    /// Replay a corpus through two versions of the policies and list every decision that
+    /// changes. Exit code 3 when a decision becomes less restrictive, unless --allow-weaker.
+    Diff {
+        /// The policies before: a directory, or REV:DIR from git (e.g. origin/main:policies).
+        old: String,
+        /// The policies after: a directory, or REV:DIR.
+        new: String,
+        /// JSONL: one chat request, {"text", "key"?, "model"?} or {"request", "key"?} per line.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Key id for lines that name none.
+        #[arg(long)]
+        key: Option<String>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 even when a decision becomes less restrictive.
+        #[arg(long)]
+        allow_weaker: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,7 +156,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     veil::telemetry::init_logging();
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -103,9 +164,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+const DEFAULT_CONFIG: &str = "veil.toml";
+
+/// Runs a command; the exit code when it did not fail outright.
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let config_file = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let config_file = config_file.as_path();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(&cli.config),
+        Command::Serve => serve(config_file).map(|()| 0),
         Command::Scan {
             policy,
             jsonl,
@@ -113,7 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             text,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = Config::load(config_file)?;
             let classifier = veil::snapshot::load_classifier(&config.classifier)?;
             let set = Snapshot::policy_set(
                 &config.policies.dir.join(format!("{policy}.toml")),
@@ -136,25 +205,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     print_findings(&set, acted_on, &text)
                 }
             }
+            .map(|()| 0)
         }
-        Command::Policy {
-            command: PolicyCommand::Check,
-        } => {
-            let config = Config::load(&cli.config)?;
-            let classifier = veil::snapshot::load_classifier(&config.classifier)?;
-            let snap = Snapshot::build(&config, &classifier, |k| std::env::var(k).ok())?;
-            let mut names: Vec<_> = snap.policies.values().collect();
-            names.sort_by(|a, b| a.policy.name.cmp(&b.policy.name));
-            for p in names {
-                println!(
-                    "ok  {}  {} rules  sha256:{}",
-                    p.policy.name,
-                    p.policy.rules.len(),
-                    p.policy.digest
-                );
-            }
-            Ok(())
-        }
+        Command::Policy { command } => policy(cli.config.as_deref(), config_file, command),
         Command::Key {
             command: KeyCommand::Hash { key },
         } => {
@@ -170,11 +223,120 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("give a key as an argument or on standard input");
             }
             println!("{}", veil::auth::hash_key(&key));
-            Ok(())
+            Ok(0)
         }
         Command::Audit {
             command: AuditCommand::Verify,
-        } => audit_verify(&cli.config),
+        } => audit_verify(config_file).map(|()| 0),
+    }
+}
+
+/// `veil policy …`. `given` is the configuration file named on the command line, if any.
+fn policy(given: Option<&Path>, config_file: &Path, command: PolicyCommand) -> anyhow::Result<u8> {
+    use veil::review::{Workspace, check, diff, explain, suite};
+    let dir_of = |config: &Config, dir: Option<PathBuf>| dir.unwrap_or(config.policies.dir.clone());
+    match command {
+        PolicyCommand::Check { dir, strict } => {
+            // A policy repository may have no veil.toml: then only the policies are checked.
+            let config = match given {
+                Some(path) => Some(Config::load(path)?),
+                None if config_file.exists() => Some(Config::load(config_file)?),
+                None => None,
+            };
+            let dir = match (&config, dir) {
+                (_, Some(d)) => d,
+                (Some(c), None) => c.policies.dir.clone(),
+                (None, None) => PathBuf::from("policies"),
+            };
+            let report = check::check(&dir, config.as_ref().map(|c| (c, config_file)));
+            println!("{}", report.render());
+            Ok(report.exit_code(strict))
+        }
+        PolicyCommand::Test { dir, verbose } => {
+            let ws = Workspace::open(config_file)?;
+            let dir = dir_of(&ws.config, dir);
+            let outcome = suite::run(&ws, &dir)?;
+            println!("{}", outcome.render(verbose));
+            Ok(u8::from(outcome.failed() > 0))
+        }
+        PolicyCommand::Explain {
+            policy,
+            key,
+            tenant,
+            text,
+            request,
+            model,
+            dir,
+            json,
+            show_values,
+        } => {
+            let ws = Workspace::open(config_file)?;
+            let dir = dir_of(&ws.config, dir);
+            let snapshot = ws.snapshot(Some(&dir))?;
+            let principal = ws.principal(key.as_deref(), policy.as_deref(), tenant.as_deref())?;
+            let request = match (text, request) {
+                (Some(t), _) => veil::decide::Request::from_text(&model, &t),
+                (None, Some(path)) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    ws.request(&bytes)?
+                }
+                (None, None) => bail!("give --text or --request"),
+            };
+            let decision = veil::decide::decide(&request, &principal, &snapshot)?;
+            let opts = explain::Options { show_values };
+            if json {
+                let doc = explain::json(&request, &principal, &decision, &snapshot.digester, opts);
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!(
+                    "{}",
+                    explain::text(&request, &principal, &decision, &snapshot.digester, opts)
+                );
+            }
+            Ok(0)
+        }
+        PolicyCommand::Diff {
+            old,
+            new,
+            corpus,
+            key,
+            json,
+            allow_weaker,
+        } => {
+            let ws = Workspace::open(config_file)?;
+            let (old_scratch, new_scratch) = (Scratch::new()?, Scratch::new()?);
+            let old = diff::resolve(&old, &old_scratch.0)?;
+            let new = diff::resolve(&new, &new_scratch.0)?;
+            let report = diff::diff(&ws, &old, &new, &corpus, key.as_deref())?;
+            if json {
+                let mut doc = serde_json::to_value(&report)?;
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert("weaker".to_owned(), json!(report.weaker()));
+                }
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("{}", report.render());
+            }
+            Ok(report.exit_code(allow_weaker))
+        }
+    }
+}
+
+/// A scratch directory, removed when dropped (where `REV:DIR` policies are checked out).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("veil-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,39 +1,39 @@
-//! The request pipeline: authenticate → parse → extract → scan → decide → redact → seal the
-//! decision in the audit log → route → restore → record the outcome.
+//! The request pipeline: authenticate → validate the wire format → decide (extract, detect,
+//! policy, redact: [`crate::decide`]) → seal the decision in the audit log → route → restore →
+//! record the outcome.
 //!
-//! Each stage consumes the previous stage's output: routing to a cloud needs a
-//! [`Sealed`](crate::audit::Sealed) outbound request, which only exists once the decision is
-//! durable. A [`Trail`] follows every request and writes exactly one audit record for it,
+//! The edge's wire types stop here: the core gets a plain [`Request`]. Each stage consumes the
+//! previous stage's output: routing to a cloud needs a [`Sealed`](crate::audit::Sealed) outbound
+//! request holding a [`Cleared`](crate::decide::Cleared) body, which only `decide` makes and
+//! which is sealed only once the decision is durable. A [`Trail`] follows every request and writes exactly one audit record for it,
 //! whatever happens — including a client that goes away (its drop records `client_aborted`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
-use crate::api::body;
 use crate::api::error::ApiError;
-use crate::api::openai::{ChatRequest, Limits};
+use crate::api::openai::{self, ChatRequest, Limits};
 use crate::audit::{
     AuditLog, DecisionRecord, EntityRecord, OutcomeRecord, Sealed, SpanRecord, UnscannableRecord,
     ValueDigester,
 };
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Principal};
 use crate::config::ServerConfig;
-use crate::extract::{self, render};
-use crate::policy::{Action, Decision, Facts};
-use crate::redact::{self, RedactionMap, StreamRestorer};
+use crate::decide::{self, DecideError, Decision, Request, Route};
+use crate::redact::{RedactionMap, StreamRestorer};
 use crate::route::cloud::{CloudError, Outbound};
 #[cfg(feature = "local-model")]
 use crate::route::local::{FinishReason, GenEvent, Generation};
 use crate::route::local::{LocalModel, LocalStatus};
 use crate::route::sse::SseEvent;
-use crate::scan::{ClassifierState, Scanned, Scanner};
+use crate::scan::ClassifierState;
 use crate::snapshot::Snapshot;
 
 /// Everything a request needs, shared by all requests.
@@ -43,12 +43,10 @@ pub struct AppState {
     pub snapshot: ArcSwap<Snapshot>,
     /// The audit log.
     pub audit: AuditLog,
-    /// Runs detection off the async runtime.
-    pub scanner: Scanner,
+    /// Runs decisions off the async runtime, bounded.
+    pub decider: Decider,
     /// The local model.
     pub local: LocalModel,
-    /// Keyed digests for audit records and hash redaction.
-    pub digester: ValueDigester,
     /// Limits.
     pub server: ServerConfig,
 }
@@ -275,7 +273,7 @@ enum Success {
 
 async fn run(
     state: &Arc<AppState>,
-    snap: &Snapshot,
+    snap: &Arc<Snapshot>,
     input: ChatInput,
     trail: &mut Trail,
 ) -> Result<Success, ApiError> {
@@ -295,91 +293,58 @@ async fn run(
         input.content_encoding.as_deref(),
     )?;
     let bytes = input.body.map_err(ApiError::PayloadTooLarge)?;
-    let value = body::parse_json(&bytes, state.server.max_json_depth)?;
-    let limits = Limits {
-        max_messages: state.server.max_messages,
-        max_choices: state.server.max_choices,
-        max_tokens: state.server.max_tokens_limit,
-    };
-    let request = ChatRequest::from_value(&value, limits)?;
-    trail.decision.model = Some(request.model.clone());
-    trail.decision.stream = request.is_stream();
+    let (chat, value) = openai::parse_chat(
+        &bytes,
+        Limits::from(&state.server),
+        state.server.max_json_depth,
+    )?;
+    trail.decision.model = Some(chat.model.clone());
+    trail.decision.stream = chat.is_stream();
 
-    let set = snap
-        .policies
-        .get(&principal.policy)
-        .ok_or(ApiError::Internal)?;
-    trail.decision.policy = Some(set.policy.name.to_string());
-    trail.decision.policy_digest = Some(set.policy.digest.clone());
-    trail.decision.detectors = set.detectors.versions();
-
-    let extracted = extract::chat(&value, state.server.max_json_depth);
-    let scanned = state.scanner.scan(set.detectors.clone(), extracted).await;
-    let decision = set.policy.decide(&Facts {
-        findings: &scanned.findings,
-        tenant: &principal.tenant,
-        model: &request.model,
-        detector_failed: scanned.failed,
-        unscannable: scanned.extracted.unscannable.len()
-            + usize::from(scanned.classifier_unavailable),
-    });
-    record_scan(&mut trail.decision, &scanned, &decision, &state.digester);
+    let request = Arc::new(Request::new(chat.model.clone(), value));
+    let decision = state
+        .decider
+        .decide(request, principal.clone(), snap.clone())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "no decision");
+            ApiError::Internal
+        })?;
+    trail.decision.policy = Some(decision.policy.name.to_string());
+    trail.decision.policy_digest = Some(decision.policy.digest.clone());
+    trail.decision.detectors = decision.detectors.clone();
+    record_scan(&mut trail.decision, &decision, &snap.digester);
     tracing::info!(
         request_id = %trail.decision.request_id,
         tenant = %principal.tenant,
-        action = decision.action.as_str(),
-        findings = scanned.findings.len(),
+        action = decision.action().as_str(),
+        findings = decision.scanned.findings.len(),
         "decided"
     );
 
-    match decision.action {
-        Action::Block => {
-            let hit = decision.deciding_rule();
-            Err(ApiError::Blocked {
-                rule: hit.map(|h| h.rule.to_string()).unwrap_or_default(),
-                reason: hit.map(|h| h.reason.clone()).unwrap_or_default(),
-            })
-        }
-        Action::Local => {
+    match decision.route {
+        Route::Block { rule, reason } => Err(ApiError::Blocked {
+            rule: rule.to_string(),
+            reason,
+        }),
+        Route::Local => {
             trail.decision.route = Some("local".to_owned());
-            drop(scanned);
-            answer_locally(state, &request, trail).await
+            answer_locally(state, &chat, trail).await
         }
-        Action::Allow | Action::Redact => {
-            let upstream = snap
-                .cloud
-                .select(&request.model)
-                .ok_or_else(|| ApiError::ModelNotFound(request.model.clone()))?;
+        Route::NoUpstream => Err(ApiError::ModelNotFound(chat.model.clone())),
+        Route::Cloud {
+            upstream,
+            body,
+            restore,
+        } => {
             trail.decision.route = Some(upstream.name.to_string());
-            let mut body = value;
-            let restore = (decision.action == Action::Redact).then(|| {
-                let (map, _) = redact::apply(
-                    &scanned,
-                    &decision.redact,
-                    &set.policy,
-                    &state.digester,
-                    &mut body,
-                );
-                map
-            });
-            drop(scanned);
-            let client_wants_usage = request
+            let client_wants_usage = chat
                 .stream_options
                 .as_ref()
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false);
-            if request.is_stream() && !client_wants_usage {
-                // Ask for usage so the audit log has token counts; the usage-only chunk is
-                // not passed to a client that did not ask for it.
-                if let Some(obj) = body.as_object_mut() {
-                    let opts = obj.entry("stream_options").or_insert_with(|| json!({}));
-                    if let Some(o) = opts.as_object_mut() {
-                        o.insert("include_usage".to_owned(), Value::Bool(true));
-                    }
-                }
-            }
             let sealed = trail.seal(Outbound { upstream, body }).await?;
-            if request.is_stream() {
+            if chat.is_stream() {
                 let events = snap.cloud.stream(&sealed).await?;
                 let handoff = trail.hand_off();
                 Ok(Success::Stream(spawn_stream(
@@ -399,6 +364,55 @@ async fn run(
                     body: answer,
                     usage,
                 })
+            }
+        }
+    }
+}
+
+/// Runs [`decide`](crate::decide::decide) off the async runtime, with a bound on concurrency
+/// and on time. A timeout or a panic never lets a request through undecided: the policy's
+/// `on_detector_error` applies.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl Decider {
+    /// A decider allowing `concurrency` decisions at once, each limited to `timeout`.
+    pub fn new(concurrency: usize, timeout: Duration) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            timeout,
+        }
+    }
+
+    async fn decide(
+        &self,
+        request: Arc<Request>,
+        principal: Principal,
+        snap: Arc<Snapshot>,
+    ) -> Result<Decision, DecideError> {
+        let started = Instant::now();
+        let job = async {
+            let _permit = self.permits.acquire().await.ok()?;
+            let (r, p, s) = (request.clone(), principal.clone(), snap.clone());
+            tokio::task::spawn_blocking(move || decide::decide(&r, &p, &s))
+                .await
+                .ok()
+        };
+        match tokio::time::timeout(self.timeout, job).await {
+            Ok(Some(decision)) => decision,
+            Ok(None) => {
+                tracing::error!("detector failed (panic); applying on_detector_error");
+                decide::decide_undetected(&request, &principal, &snap, started)
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "detection timed out; applying on_detector_error"
+                );
+                decide::decide_undetected(&request, &principal, &snap, started)
             }
         }
     }
@@ -438,14 +452,10 @@ fn check_media(content_type: Option<&str>, encoding: Option<&str>) -> Result<(),
 }
 
 /// Fills the audit decision from the scan and the policy's verdict (types, offsets, HMACs).
-fn record_scan(
-    record: &mut DecisionRecord,
-    scanned: &Scanned,
-    decision: &Decision,
-    digester: &ValueDigester,
-) {
-    record.action = decision.action.as_str().to_owned();
-    record.rules = decision.hits.clone();
+fn record_scan(record: &mut DecisionRecord, decision: &Decision, digester: &ValueDigester) {
+    let scanned = &decision.scanned;
+    record.action = decision.action().as_str().to_owned();
+    record.rules = decision.verdict.hits.clone();
     record.scan_ms = scanned.elapsed.as_secs_f64() * 1e3;
     let mut by_type: std::collections::BTreeMap<String, EntityRecord> = Default::default();
     for (f, pieces) in scanned.findings.iter().zip(&scanned.pieces) {
@@ -463,18 +473,10 @@ fn record_scan(
             };
             let text = &seg.text;
             let value = text.get(p.start..p.end).unwrap_or_default();
-            let mut field = render(&seg.location.path);
-            if let Some(inner) = &seg.location.inner {
-                field.push_str("#/");
-                field.push_str(&render(inner));
-            }
-            if seg.location.is_key {
-                field.push_str("#key");
-            }
             let chars = |b: usize| text.get(..b).map_or(0, |s| s.chars().count());
             let d = digester.digest(f.entity.as_str(), value);
             entry.spans.push(SpanRecord {
-                field,
+                field: seg.location.field(),
                 start: chars(p.start),
                 end: chars(p.end),
                 score: f.score,

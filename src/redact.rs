@@ -223,22 +223,39 @@ pub fn apply(
     digester: &ValueDigester,
     body: &mut Value,
 ) -> (RedactionMap, RedactionCounts) {
+    let ops: Vec<Option<Operator>> = scanned
+        .findings
+        .iter()
+        .zip(marks)
+        .map(|(f, &marked)| marked.then(|| policy.operator(&f.entity)))
+        .collect();
+    apply_ops(scanned, &ops, digester, body)
+}
+
+/// Replaces each finding that has an operator in `ops` (one entry per finding) with it.
+/// Overlapping findings are replaced once, with the operator of the highest-scoring one.
+pub fn apply_ops(
+    scanned: &Scanned,
+    ops: &[Option<Operator>],
+    digester: &ValueDigester,
+    body: &mut Value,
+) -> (RedactionMap, RedactionCounts) {
     let mut map = RedactionMap::default();
     let mut counts = RedactionCounts::new();
-    // Per segment: (start, end, entity, score).
-    let mut spans: BTreeMap<usize, Vec<(usize, usize, EntityType, f32)>> = BTreeMap::new();
-    for ((finding, pieces), &marked) in scanned.findings.iter().zip(&scanned.pieces).zip(marks) {
-        if !marked {
+    let mut spans: BTreeMap<usize, Vec<Span>> = BTreeMap::new();
+    for ((finding, pieces), op) in scanned.findings.iter().zip(&scanned.pieces).zip(ops) {
+        let Some(op) = *op else {
             continue;
-        }
+        };
         *counts.entry(finding.entity.clone()).or_default() += 1;
         for p in pieces {
-            spans.entry(p.segment).or_default().push((
-                p.start,
-                p.end,
-                finding.entity.clone(),
-                finding.score,
-            ));
+            spans.entry(p.segment).or_default().push(Span {
+                start: p.start,
+                end: p.end,
+                entity: finding.entity.clone(),
+                score: finding.score,
+                op,
+            });
         }
     }
     // New text per segment.
@@ -247,25 +264,27 @@ pub fn apply(
         let Some(segment) = scanned.extracted.segments.get(seg) else {
             continue;
         };
-        list.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        list.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
         let merged = merge(list);
         let text = &segment.text;
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
-        for (start, end, entity) in merged {
-            let (Some(before), Some(value)) = (text.get(at..start), text.get(start..end)) else {
+        for span in merged {
+            let (Some(before), Some(value)) =
+                (text.get(at..span.start), text.get(span.start..span.end))
+            else {
                 continue;
             };
             out.push_str(before);
-            let replacement = match policy.operator(&entity) {
+            let replacement = match span.op {
                 op @ (Operator::Placeholder | Operator::Hash) => {
-                    map.token(&entity, value, op, digester)
+                    map.token(&span.entity, value, op, digester)
                 }
                 Operator::Mask => mask(value, 0),
                 Operator::Last4 => mask(value, 4),
             };
             out.push_str(&replacement);
-            at = end;
+            at = span.end;
         }
         out.push_str(text.get(at..).unwrap_or_default());
         edits.push((segment.location.clone(), out));
@@ -274,24 +293,39 @@ pub fn apply(
     (map, counts)
 }
 
-/// Merges overlapping spans; the merged span takes the entity of its highest-scoring member.
-fn merge(sorted: Vec<(usize, usize, EntityType, f32)>) -> Vec<(usize, usize, EntityType)> {
-    let mut out: Vec<(usize, usize, EntityType, f32)> = Vec::new();
-    for (s, e, entity, score) in sorted {
+/// A value with every letter and digit replaced by `*`, for showing where a value was without
+/// showing it.
+pub fn masked(value: &str) -> String {
+    mask(value, 0)
+}
+
+/// One replacement inside one segment.
+struct Span {
+    start: usize,
+    end: usize,
+    entity: EntityType,
+    score: f32,
+    op: Operator,
+}
+
+/// Merges overlapping spans; the merged span takes the entity and operator of its
+/// highest-scoring member.
+fn merge(sorted: Vec<Span>) -> Vec<Span> {
+    let mut out: Vec<Span> = Vec::new();
+    for span in sorted {
         match out.last_mut() {
-            Some(last) if s < last.1 => {
-                last.1 = last.1.max(e);
-                if score > last.3 {
-                    last.2 = entity;
-                    last.3 = score;
+            Some(last) if span.start < last.end => {
+                last.end = last.end.max(span.end);
+                if span.score > last.score {
+                    last.entity = span.entity;
+                    last.score = span.score;
+                    last.op = span.op;
                 }
             }
-            _ => out.push((s, e, entity, score)),
+            _ => out.push(span),
         }
     }
-    out.into_iter()
-        .map(|(s, e, entity, _)| (s, e, entity))
-        .collect()
+    out
 }
 
 fn write_back(body: &mut Value, edits: Vec<(Location, String)>) {
@@ -365,7 +399,8 @@ mod tests {
     fn policy() -> Policy {
         crate::policy::compile(
             std::path::Path::new("p.toml"),
-            "[redaction.operators]\nCREDIT_CARD = 'last4'\nSSN = 'hash'\n",
+            "[defaults]\naction = 'allow'\non_detector_error = 'block'\non_unscannable = 'local'\n\
+             [redaction.operators]\nCREDIT_CARD = 'last4'\nSSN = 'hash'\n",
         )
         .unwrap_or_else(|e| panic!("{e}"))
     }

@@ -1,13 +1,12 @@
-//! Scanning: runs the detectors over a request's joined text, off the async runtime, within a
-//! time bound, and maps every finding back to the segments it covers.
+//! Scanning: runs the detectors over a request's joined text and maps every finding back to the
+//! segments it covers.
 //!
-//! A detector panic or a timeout never lets a request through unscanned: the result says
-//! `failed`, and the policy's `on_detector_error` action applies.
+//! A classifier error, a detector panic or a timeout (the last two caught by the server) never
+//! lets a request through unscanned: the result says `failed`, and the policy's
+//! `on_detector_error` action applies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::Semaphore;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -149,93 +148,71 @@ pub struct Scanned {
     pub elapsed: Duration,
 }
 
-/// Runs detection with a bound on concurrency and time.
-#[derive(Debug, Clone)]
-pub struct Scanner {
-    permits: Arc<Semaphore>,
-    timeout: Duration,
-}
-
-impl Scanner {
-    /// A scanner allowing `concurrency` jobs at once, each limited to `timeout`.
-    pub fn new(concurrency: usize, timeout: Duration) -> Self {
+impl Scanned {
+    /// The result of a detection that did not finish (timed out or crashed): no findings, and
+    /// nothing may be allowed on the strength of it.
+    pub fn failed(extracted: Extracted, elapsed: Duration) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            timeout,
+            extracted,
+            findings: Vec::new(),
+            pieces: Vec::new(),
+            failed: true,
+            classifier_unavailable: false,
+            elapsed,
         }
     }
+}
 
-    /// Scans everything extracted from one request.
-    pub async fn scan(&self, detectors: Arc<Detectors>, extracted: Extracted) -> Scanned {
-        let started = Instant::now();
-        let (doc, starts) = extracted.joined();
-        let lens: Vec<usize> = extracted.segments.iter().map(|s| s.text.len()).collect();
-        let classifier_unavailable = detectors.unavailable();
-        let job = async {
-            let _permit = self.permits.acquire().await.ok()?;
-            tokio::task::spawn_blocking(move || {
-                let blobs = crate::detect::opaque_blobs(&doc);
-                let foreign = detectors.classifier_loaded() && unsupported_script(&doc);
-                detectors.detect(&doc).map(|f| (f, blobs, foreign))
-            })
-            .await
-            .ok()
-        };
-        let mut extracted = extracted;
-        let findings = match tokio::time::timeout(self.timeout, job).await {
-            Ok(Some(Ok((findings, blobs, foreign)))) => {
-                // The classifier reads Latin-script text; names in other scripts go unseen.
-                if foreign {
-                    extracted.unscannable.push(crate::extract::Unscannable {
-                        path: "*".to_owned(),
-                        kind: "unsupported_script",
-                    });
-                }
-                // Large encoded blobs that do not decode cannot be scanned.
-                for blob in blobs {
-                    for p in pieces_of(blob.start, blob.end, &starts, &lens) {
-                        if let Some(seg) = extracted.segments.get(p.segment) {
-                            let path = crate::extract::render(&seg.location.path);
-                            extracted.unscannable.push(crate::extract::Unscannable {
-                                path,
-                                kind: "opaque_blob",
-                            });
-                        }
+/// Detects in everything extracted from one request, on the calling thread, and maps every
+/// finding back to the segments it covers. A classifier error fails the scan (the policy's
+/// `on_detector_error` applies); the server bounds this call in time and catches panics.
+pub fn scan(detectors: &Detectors, mut extracted: Extracted) -> Scanned {
+    let started = Instant::now();
+    let (doc, starts) = extracted.joined();
+    let lens: Vec<usize> = extracted.segments.iter().map(|s| s.text.len()).collect();
+    let classifier_unavailable = detectors.unavailable();
+    let findings = match detectors.detect(&doc) {
+        Ok(findings) => {
+            // The classifier reads Latin-script text; names in other scripts go unseen.
+            if detectors.classifier_loaded() && unsupported_script(&doc) {
+                extracted.unscannable.push(crate::extract::Unscannable {
+                    path: "*".to_owned(),
+                    kind: "unsupported_script",
+                });
+            }
+            // Large encoded blobs that do not decode cannot be scanned.
+            for blob in crate::detect::opaque_blobs(&doc) {
+                for p in pieces_of(blob.start, blob.end, &starts, &lens) {
+                    if let Some(seg) = extracted.segments.get(p.segment) {
+                        let path = crate::extract::render(&seg.location.path);
+                        extracted.unscannable.push(crate::extract::Unscannable {
+                            path,
+                            kind: "opaque_blob",
+                        });
                     }
                 }
-                Some(findings)
             }
-            Ok(Some(Err(e))) => {
-                tracing::error!(error = %e, "classifier failed; applying on_detector_error");
-                None
-            }
-            Ok(None) => {
-                tracing::error!("detector failed (panic); applying on_detector_error");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(
-                    timeout_ms = self.timeout.as_millis() as u64,
-                    "detection timed out; applying on_detector_error"
-                );
-                None
-            }
-        };
-        let failed = findings.is_none();
-        let findings = findings.unwrap_or_default();
-        let pieces = findings
-            .iter()
-            .map(|f| pieces_of(f.start, f.end, &starts, &lens))
-            .collect();
-        metrics::histogram!("veil_scan_seconds").record(started.elapsed().as_secs_f64());
-        Scanned {
-            extracted,
-            findings,
-            pieces,
-            failed,
-            classifier_unavailable,
-            elapsed: started.elapsed(),
+            Some(findings)
         }
+        Err(e) => {
+            tracing::error!(error = %e, "classifier failed; applying on_detector_error");
+            None
+        }
+    };
+    let failed = findings.is_none();
+    let findings = findings.unwrap_or_default();
+    let pieces = findings
+        .iter()
+        .map(|f| pieces_of(f.start, f.end, &starts, &lens))
+        .collect();
+    metrics::histogram!("veil_scan_seconds").record(started.elapsed().as_secs_f64());
+    Scanned {
+        extracted,
+        findings,
+        pieces,
+        failed,
+        classifier_unavailable,
+        elapsed: started.elapsed(),
     }
 }
 

@@ -11,12 +11,12 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditLog, ValueDigester, WriterTask};
+use crate::audit::{AuditLog, EventRecord, WriterTask};
 use crate::config::Config;
-use crate::pipeline::AppState;
+use crate::pipeline::{AppState, Decider};
+use crate::policy::Sources;
 use crate::route::local::LocalModel;
-use crate::scan::Scanner;
-use crate::snapshot::{Env, Reload, Reloader, Snapshot};
+use crate::snapshot::{Env, FileChange, Reload, Reloader, Snapshot, SnapshotError};
 
 /// Why veil could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,34 +71,25 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let env: Env = Arc::new(env);
     let classifier = crate::snapshot::load_classifier(&config.classifier)?;
-    let snapshot = Snapshot::build(&config, &classifier, |k| env(k))?;
+    let digester = crate::snapshot::digester(&config, |k| env(k));
+    let sources = Sources::read(&config.policies.dir).map_err(SnapshotError::from)?;
+    let snapshot =
+        Snapshot::build_from(&config, &sources, &classifier, digester.clone(), |k| env(k))?;
     let (audit, writer) = AuditLog::open(
         &config.audit.url,
         Duration::from_millis(config.audit.write_timeout_ms),
         config.audit.queue,
     )
     .await?;
-    let digester = match env(&config.hmac_key_env).filter(|k| !k.is_empty()) {
-        Some(key) => ValueDigester::new(key.as_bytes()),
-        None => {
-            tracing::warn!(
-                var = %config.hmac_key_env,
-                "no HMAC key set; using a random per-process key (audit digests will not correlate across restarts)"
-            );
-            let key: [u8; 32] = rand::random();
-            ValueDigester::new(&key)
-        }
-    };
     let local = LocalModel::start(&config.local);
     let state = Arc::new(AppState {
         snapshot: ArcSwap::from_pointee(snapshot),
         audit,
-        scanner: Scanner::new(
+        decider: Decider::new(
             config.detect.concurrency,
             Duration::from_millis(config.detect.timeout_ms),
         ),
         local,
-        digester,
         server: config.server.clone(),
     });
     let listener = TcpListener::bind(config.server.listen)
@@ -137,7 +128,7 @@ pub async fn start(
         }
     });
     spawn_reloader(
-        Reloader::new(config.clone(), classifier, env),
+        Reloader::new(config.clone(), classifier, digester, env, sources),
         state.clone(),
         Duration::from_secs(config.policies.reload_secs),
         shutdown.clone(),
@@ -152,8 +143,10 @@ pub async fn start(
     })
 }
 
-/// Hot reload: on SIGHUP, and every `every` when the policy files change. A policy that does not
-/// compile is logged (file, key, line:column) and counted; the last good snapshot stays active.
+/// Hot reload: on SIGHUP, and every `every` when the policy files change — once they have
+/// stayed unchanged for the debounce time. A policy that does not compile is logged (file, key,
+/// line:column) and counted, and the last good snapshot stays active. Every reload that changes
+/// a file, accepted or refused, leaves an audit event per file with both digests.
 fn spawn_reloader(
     mut reloader: Reloader,
     state: Arc<AppState>,
@@ -163,12 +156,7 @@ fn spawn_reloader(
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(if every.is_zero() {
-            Duration::from_secs(3600)
-        } else {
-            every
-        });
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut settling = false;
         loop {
             #[cfg(unix)]
             let hangup = async {
@@ -181,19 +169,68 @@ fn spawn_reloader(
             };
             #[cfg(not(unix))]
             let hangup = std::future::pending::<()>();
+            // Changed files are looked at again after the debounce time, not the full period.
+            let wait = if settling {
+                reloader.debounce()
+            } else if every.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                every
+            };
             let force = tokio::select! {
                 () = stop.cancelled() => return,
                 () = hangup => true,
-                _ = tick.tick() => false,
+                () = tokio::time::sleep(wait) => false,
             };
             if !force && every.is_zero() {
                 continue;
             }
-            match reloader.check(&state.snapshot, force) {
-                Reload::Unchanged => {}
-                Reload::Swapped => tracing::info!("policies reloaded"),
-                Reload::Rejected(e) => {
-                    tracing::error!(error = %e, "policy reload rejected; keeping the last good policies")
+            settling = false;
+            let (status, reason, changes) = match reloader.check(&state.snapshot, force) {
+                Reload::Unchanged => continue,
+                Reload::Settling => {
+                    settling = true;
+                    continue;
+                }
+                Reload::Swapped(changes) => {
+                    tracing::info!(files = changes.len(), "policies reloaded");
+                    (
+                        "accepted",
+                        "the files compiled; the new policies are active".to_owned(),
+                        changes,
+                    )
+                }
+                Reload::Rejected(e, changes) => {
+                    tracing::error!(error = %e, "policy reload refused; keeping the last good policies");
+                    (
+                        "refused",
+                        format!("{e}; the last good policies stay active"),
+                        changes,
+                    )
+                }
+            };
+            let changes = if changes.is_empty() && status == "refused" {
+                // Nothing to name file by file (the directory itself could not be read).
+                vec![FileChange {
+                    file: reloader.dir().to_owned(),
+                    old_digest: None,
+                    new_digest: None,
+                }]
+            } else {
+                changes
+            };
+            for c in changes {
+                let event = EventRecord {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    event: "policy_reload".to_owned(),
+                    status: status.to_owned(),
+                    file: c.file.display().to_string(),
+                    old_digest: c.old_digest,
+                    new_digest: c.new_digest,
+                    reason: reason.clone(),
+                };
+                if let Err(e) = state.audit.event(event).await {
+                    tracing::error!(error = %e, "policy reload event not recorded yet; the audit writer retries it");
                 }
             }
         }

@@ -2,15 +2,17 @@
 //! API keys and upstreams. Built whole, swapped atomically; a request loads it once, so a
 //! reload never mixes versions within one request.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::audit::ValueDigester;
 use crate::auth::Keys;
 use crate::config::{ClassifierSettings, Config, OnMissing};
 use crate::detect::PatternDetector;
 use crate::detect::classifier::{Classifier, ClassifierConfig};
-use crate::policy::{self, Policy};
+use crate::policy::{self, Policy, Sources};
 use crate::route::cloud::Cloud;
 use crate::scan::{ClassifierState, Detectors};
 
@@ -32,6 +34,10 @@ pub struct Snapshot {
     pub keys: Keys,
     /// Cloud upstreams.
     pub cloud: Cloud,
+    /// Keyed digests for audit records and `hash` redaction (one key for the process).
+    pub digester: ValueDigester,
+    /// Deepest JSON nesting accepted (tool-call arguments are parsed with it).
+    pub max_json_depth: usize,
 }
 
 /// Why a snapshot could not be built; veil refuses to start (or keeps the last good one).
@@ -106,11 +112,23 @@ impl Snapshot {
     pub fn build(
         config: &Config,
         classifier: &ClassifierState,
+        digester: ValueDigester,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, SnapshotError> {
-        let policies = policy::load_dir(&config.policies.dir)?;
+        let sources = Sources::read(&config.policies.dir)?;
+        Self::build_from(config, &sources, classifier, digester, env)
+    }
+
+    /// Compiles configuration and policy files already read.
+    pub fn build_from(
+        config: &Config,
+        sources: &Sources,
+        classifier: &ClassifierState,
+        digester: ValueDigester,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SnapshotError> {
         let mut sets = HashMap::new();
-        for (name, policy) in policies {
+        for (name, policy) in sources.compile()? {
             let detectors = Arc::new(detectors(&policy, classifier)?);
             sets.insert(name, PolicySet { policy, detectors });
         }
@@ -129,6 +147,8 @@ impl Snapshot {
             policies: sets,
             keys,
             cloud,
+            digester,
+            max_json_depth: config.server.max_json_depth,
         })
     }
 
@@ -152,15 +172,51 @@ impl Snapshot {
     }
 }
 
+/// The key for audit digests and `hash` redaction: from the environment variable `veil.toml`
+/// names, or random for this process (digests then do not correlate across restarts).
+pub fn digester(config: &Config, env: impl Fn(&str) -> Option<String>) -> ValueDigester {
+    match env(&config.hmac_key_env).filter(|k| !k.is_empty()) {
+        Some(key) => ValueDigester::new(key.as_bytes()),
+        None => {
+            tracing::warn!(
+                var = %config.hmac_key_env,
+                "no HMAC key set; using a random per-process key (audit digests will not correlate across restarts)"
+            );
+            let key: [u8; 32] = rand::random();
+            ValueDigester::new(&key)
+        }
+    }
+}
+
 /// A shareable way to read environment variables (secrets are read again on reload).
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Rebuilds the snapshot when policy files change; a bad file keeps the last good snapshot.
+/// One policy file that differs between the active snapshot and the files on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    /// The file.
+    pub file: PathBuf,
+    /// SHA-256 of the active version (none: the file is new).
+    pub old_digest: Option<String>,
+    /// SHA-256 of the version on disk (none: the file was removed).
+    pub new_digest: Option<String>,
+}
+
+/// Rebuilds the snapshot when policy files change and have stopped changing; a bad file keeps
+/// the last good snapshot.
 pub struct Reloader {
     config: Config,
     classifier: ClassifierState,
+    digester: ValueDigester,
     env: Env,
-    fingerprint: String,
+    /// The files the active snapshot was built from.
+    active: Sources,
+    /// The files last acted on (swapped in or refused): not acted on again until they change.
+    seen: Sources,
+    /// Files that differ from `seen`, and since when they have stayed as they are.
+    pending: Option<(Sources, Instant)>,
+    /// The directory could not be read last time (reported once).
+    unreadable: bool,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -174,64 +230,117 @@ impl std::fmt::Debug for Reloader {
 /// What a reload check did.
 #[derive(Debug)]
 pub enum Reload {
-    /// Files unchanged.
+    /// Files unchanged since they were last acted on.
     Unchanged,
-    /// A new snapshot is active.
-    Swapped,
+    /// Files changed and are waiting to stay unchanged for the debounce time.
+    Settling,
+    /// A new snapshot is active; these files changed.
+    Swapped(Vec<FileChange>),
     /// Files changed but do not compile; the last good snapshot stays active.
-    Rejected(SnapshotError),
+    Rejected(SnapshotError, Vec<FileChange>),
 }
 
 impl Reloader {
-    /// A reloader for the snapshot built from `config`.
-    pub fn new(config: Config, classifier: ClassifierState, env: Env) -> Self {
-        let fingerprint = fingerprint(&config.policies.dir);
+    /// A reloader for the snapshot built from `config` and `active` (the files it was built from).
+    pub fn new(
+        config: Config,
+        classifier: ClassifierState,
+        digester: ValueDigester,
+        env: Env,
+        active: Sources,
+    ) -> Self {
         Self {
             config,
             classifier,
+            digester,
             env,
-            fingerprint,
+            seen: active.clone(),
+            active,
+            pending: None,
+            unreadable: false,
         }
     }
 
-    /// Rebuilds if the policy files changed (or `force`), swapping atomically on success.
+    /// How long changed files must stay unchanged before they are loaded.
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.config.policies.debounce_ms)
+    }
+
+    /// The policy directory.
+    pub fn dir(&self) -> &Path {
+        &self.config.policies.dir
+    }
+
+    /// Rebuilds when the files changed and have stayed unchanged for the debounce time (or at
+    /// once when `force`), swapping atomically on success. The snapshot is compiled from the
+    /// same bytes that were compared, so a file that changes meanwhile is never half-read.
     pub fn check(&mut self, target: &arc_swap::ArcSwap<Snapshot>, force: bool) -> Reload {
-        let now = fingerprint(&self.config.policies.dir);
-        if !force && now == self.fingerprint {
-            return Reload::Unchanged;
+        let now = Instant::now();
+        let current = match Sources::read(&self.config.policies.dir) {
+            Ok(s) => s,
+            Err(e) => {
+                self.pending = None;
+                if std::mem::replace(&mut self.unreadable, true) && !force {
+                    return Reload::Unchanged;
+                }
+                metrics::counter!("veil_policy_reload_failures_total").increment(1);
+                return Reload::Rejected(e.into(), Vec::new());
+            }
+        };
+        self.unreadable = false;
+        if !force {
+            if current == self.seen {
+                self.pending = None;
+                return Reload::Unchanged;
+            }
+            match &self.pending {
+                Some((files, since)) if *files == current => {
+                    if now.duration_since(*since) < self.debounce() {
+                        return Reload::Settling;
+                    }
+                }
+                _ => {
+                    self.pending = Some((current, now));
+                    return Reload::Settling;
+                }
+            }
         }
+        self.pending = None;
+        let changes = changes(&self.active, &current);
+        self.seen = current.clone();
         let env = self.env.clone();
-        match Snapshot::build(&self.config, &self.classifier, move |k| env(k)) {
+        match Snapshot::build_from(
+            &self.config,
+            &current,
+            &self.classifier,
+            self.digester.clone(),
+            move |k| env(k),
+        ) {
             Ok(snap) => {
-                self.fingerprint = now;
                 target.store(Arc::new(snap));
+                self.active = current;
                 metrics::counter!("veil_policy_reloads_total").increment(1);
-                Reload::Swapped
+                Reload::Swapped(changes)
             }
             Err(e) => {
-                // Remember the bad state so the same error is reported once, not every tick.
-                self.fingerprint = now;
                 metrics::counter!("veil_policy_reload_failures_total").increment(1);
-                Reload::Rejected(e)
+                Reload::Rejected(e, changes)
             }
         }
     }
 }
 
-/// SHA-256 over the names and contents of the policy files.
-fn fingerprint(dir: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    paths.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|x| x == "toml"));
-    paths.sort();
-    let mut h = Sha256::new();
-    for p in paths {
-        h.update(p.to_string_lossy().as_bytes());
-        h.update([0]);
-        h.update(std::fs::read(&p).unwrap_or_default());
-        h.update([0]);
-    }
-    hex::encode(h.finalize())
+/// Files added, removed or modified between two reads.
+fn changes(old: &Sources, new: &Sources) -> Vec<FileChange> {
+    let (old, new) = (old.digests(), new.digests());
+    let files: BTreeSet<&PathBuf> = old.keys().chain(new.keys()).collect();
+    files
+        .into_iter()
+        .filter(|f| old.get(*f) != new.get(*f))
+        .map(|f| FileChange {
+            file: f.clone(),
+            old_digest: old.get(f).cloned(),
+            new_digest: new.get(f).cloned(),
+        })
+        .collect()
 }

@@ -5,9 +5,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::body::BodyError;
 use super::openai::{ErrorBody, ErrorDetail, InvalidRequest};
 use crate::auth::AuthError;
+use crate::json::BodyError;
 use crate::route::cloud::CloudError;
 
 /// Everything that can end a request early.

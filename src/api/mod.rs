@@ -5,7 +5,6 @@
 //! headers. Paths are canonicalized first (repeated and trailing slashes), so no spelling of a
 //! path reaches a route that skips scanning; every `/v1` request, known or not, is audited.
 
-pub mod body;
 pub mod error;
 pub mod openai;
 

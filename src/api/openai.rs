@@ -377,6 +377,29 @@ pub struct Limits {
     pub max_tokens: u32,
 }
 
+impl From<&crate::config::ServerConfig> for Limits {
+    fn from(s: &crate::config::ServerConfig) -> Self {
+        Self {
+            max_messages: s.max_messages,
+            max_choices: s.max_choices,
+            max_tokens: s.max_tokens_limit,
+        }
+    }
+}
+
+/// Parses a chat request body strictly and validates it: the typed view for routing and the
+/// local model, and the JSON value that is scanned and forwarded. The server and the review
+/// commands accept exactly the same requests.
+pub fn parse_chat(
+    bytes: &[u8],
+    limits: Limits,
+    max_depth: usize,
+) -> Result<(ChatRequest, Value), super::error::ApiError> {
+    let value = crate::json::parse_json(bytes, max_depth)?;
+    let request = ChatRequest::from_value(&value, limits)?;
+    Ok((request, value))
+}
+
 impl ChatRequest {
     /// Validates a parsed body against the wire format and veil's limits.
     pub fn from_value(value: &Value, limits: Limits) -> Result<Self, InvalidRequest> {

@@ -152,6 +152,27 @@ pub struct OutcomeRecord {
     pub completion_tokens: Option<u64>,
 }
 
+/// Something that happened to veil itself rather than to a request (a policy reload accepted or
+/// refused), kept in the same chain as the requests.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventRecord {
+    /// Event id (stored in the `request_id` column).
+    #[serde(skip)]
+    pub id: String,
+    /// What happened, e.g. `policy_reload`.
+    pub event: String,
+    /// `accepted` or `refused`.
+    pub status: String,
+    /// The file concerned.
+    pub file: String,
+    /// SHA-256 of the file's active version before, if it existed.
+    pub old_digest: Option<String>,
+    /// SHA-256 of the file's new version, if it still exists.
+    pub new_digest: Option<String>,
+    /// Why (the error for a refusal; never request text).
+    pub reason: String,
+}
+
 /// One row as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRow {
@@ -159,7 +180,7 @@ pub struct StoredRow {
     pub seq: i64,
     /// Request id.
     pub request_id: String,
-    /// `decision` or `outcome`.
+    /// `decision`, `outcome` or `event`.
     pub kind: String,
     /// RFC 3339 timestamp (UTC) of when the row was queued — the moment of the request, even
     /// when an outage delayed its write.
@@ -241,6 +262,7 @@ impl<T> Sealed<T> {
 enum Row {
     Decision(Box<DecisionRecord>),
     Outcome(OutcomeRecord),
+    Event(EventRecord),
 }
 
 struct Job {
@@ -440,6 +462,11 @@ impl AuditLog {
         .await
     }
 
+    /// Writes an event and waits for it to be durable.
+    pub async fn event(&self, event: EventRecord) -> Result<(), AuditError> {
+        self.submit(vec![Row::Event(event)]).await
+    }
+
     /// Queues an outcome (and its decision, if not written yet) without waiting, for paths
     /// that cannot await, such as a dropped request future.
     pub fn record_detached(&self, decision: Option<DecisionRecord>, outcome: OutcomeRecord) {
@@ -625,6 +652,15 @@ fn to_stored(row: &Row, seq: i64, prev: &str, ts: &str) -> StoredRow {
             Some(o.outcome.clone()),
             Some(i64::from(o.status)),
             serde_json::to_string(o),
+        ),
+        Row::Event(e) => (
+            e.id.clone(),
+            "event",
+            None,
+            None,
+            None,
+            None,
+            serde_json::to_string(e),
         ),
     };
     let body = body.unwrap_or_else(|_| "{}".to_owned());

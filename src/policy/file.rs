@@ -12,15 +12,16 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::{Action, Operator, Policy, Rule, Wildcard};
-use crate::config::{TomlError, parse_toml};
+use crate::config::{TomlError, line_column, parse_toml};
 use crate::detect::{DenyList, EntityType, PatternConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     description: Option<String>,
+    /// Required: see [`Defaults::from_file`].
     #[serde(default)]
-    defaults: DefaultsFile,
+    defaults: Option<Spanned<DefaultsFile>>,
     #[serde(default)]
     redaction: RedactionFile,
     #[serde(default)]
@@ -38,41 +39,83 @@ struct ClassifierFile {
     thresholds: BTreeMap<Spanned<String>, Spanned<f32>>,
 }
 
+/// `[defaults]` as written: the three actions have no default of their own, so that an empty,
+/// truncated or partial file is refused instead of becoming an allow-everything policy.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DefaultsFile {
-    #[serde(default = "allow")]
-    action: Action,
-    #[serde(default = "block")]
-    on_detector_error: Action,
-    #[serde(default = "local")]
-    on_unscannable: Action,
+    action: Option<Spanned<Action>>,
+    on_detector_error: Option<Spanned<Action>>,
+    on_unscannable: Option<Spanned<Action>>,
     #[serde(default = "half")]
     min_score: f32,
 }
 
-impl Default for DefaultsFile {
-    fn default() -> Self {
-        Self {
-            action: Action::Allow,
-            on_detector_error: Action::Block,
-            on_unscannable: Action::Local,
-            min_score: half(),
+fn half() -> f32 {
+    0.5
+}
+
+/// The defaults, all stated.
+struct Defaults {
+    action: Action,
+    action_at: usize,
+    on_detector_error: Action,
+    on_unscannable: Action,
+}
+
+impl Defaults {
+    fn from_file(
+        path: &Path,
+        text: &str,
+        file: Option<&Spanned<DefaultsFile>>,
+    ) -> Result<Self, TomlError> {
+        const STATE: &str =
+            "a policy states [defaults] action, on_detector_error and on_unscannable explicitly";
+        let Some(spanned) = file else {
+            let message = if is_blank(text) {
+                format!(
+                    "the file is empty or only comments; {STATE}, so an empty file is refused rather than read as allow-everything"
+                )
+            } else {
+                format!("missing [defaults]; {STATE} (veil assumes none of them)")
+            };
+            return Err(TomlError::at(path, text, Some(0), "defaults", &message));
+        };
+        let d = spanned.get_ref();
+        let missing: Vec<&str> = [
+            ("action", d.action.is_none()),
+            ("on_detector_error", d.on_detector_error.is_none()),
+            ("on_unscannable", d.on_unscannable.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(k, m)| m.then_some(k))
+        .collect();
+        match (&d.action, &d.on_detector_error, &d.on_unscannable) {
+            (Some(a), Some(e), Some(u)) => Ok(Self {
+                action: *a.get_ref(),
+                action_at: a.span().start,
+                on_detector_error: *e.get_ref(),
+                on_unscannable: *u.get_ref(),
+            }),
+            _ => Err(TomlError::at(
+                path,
+                text,
+                Some(spanned.span().start),
+                "defaults",
+                &format!(
+                    "missing {}; {STATE} (veil assumes none of them)",
+                    missing.join(", ")
+                ),
+            )),
         }
     }
 }
 
-fn allow() -> Action {
-    Action::Allow
-}
-fn block() -> Action {
-    Action::Block
-}
-fn local() -> Action {
-    Action::Local
-}
-fn half() -> f32 {
-    0.5
+/// Only whitespace and comments.
+fn is_blank(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .all(|l| l.is_empty() || l.starts_with('#'))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +171,10 @@ struct DenyFile {
 /// name is the file stem.
 pub fn compile(path: &Path, text: &str) -> Result<Policy, TomlError> {
     let file: PolicyFile = parse_toml(path, text)?;
+    let default_min_score = file
+        .defaults
+        .as_ref()
+        .map_or_else(half, |d| d.get_ref().min_score);
     let err = |span: std::ops::Range<usize>, key: String, message: String| {
         TomlError::at(path, text, Some(span.start), &key, &message)
     };
@@ -199,7 +246,7 @@ pub fn compile(path: &Path, text: &str) -> Result<Policy, TomlError> {
                 ));
             }
             Some(s) => *s.get_ref(),
-            None => file.defaults.min_score,
+            None => default_min_score,
         };
         rules.push(Rule {
             id: Arc::from(id.as_str()),
@@ -208,9 +255,10 @@ pub fn compile(path: &Path, text: &str) -> Result<Policy, TomlError> {
             any_entity: any,
             action: r.action,
             min_score,
-            min_count: r.min_count.max(1),
+            min_count: r.min_count,
             tenants: r.tenants.iter().map(|t| Wildcard::new(t)).collect(),
             models: r.models.iter().map(|m| Wildcard::new(m)).collect(),
+            at: line_column(text, r.id.span().start),
         });
     }
 
@@ -248,17 +296,22 @@ pub fn compile(path: &Path, text: &str) -> Result<Policy, TomlError> {
         ..PatternConfig::default()
     };
 
+    // Checked last, so that an error in a rule is reported where it is even in a file that also
+    // lacks its defaults.
+    let defaults = Defaults::from_file(path, text, file.defaults.as_ref())?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     Ok(Policy {
         name: Arc::from(name.as_str()),
+        file: path.to_owned(),
         description: file.description.unwrap_or_default(),
         digest: hex::encode(Sha256::digest(text.as_bytes())),
-        default_action: file.defaults.action,
-        on_detector_error: file.defaults.on_detector_error,
-        on_unscannable: file.defaults.on_unscannable,
+        default_action: defaults.action,
+        default_at: line_column(text, defaults.action_at),
+        on_detector_error: defaults.on_detector_error,
+        on_unscannable: defaults.on_unscannable,
         default_operator: file.redaction.default.unwrap_or(Operator::Placeholder),
         operators,
         rules,

@@ -6,6 +6,8 @@
 //! omission.
 
 mod file;
+mod lint;
+mod sources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use file::compile;
+pub use lint::{Class, Lint, PROTECTED, globs_intersect, lint};
+pub use sources::Sources;
 
 use crate::config::TomlError;
 use crate::detect::{EntityType, Finding, PatternConfig};
@@ -68,6 +72,11 @@ impl Wildcard {
         Self(pattern.to_owned())
     }
 
+    /// The pattern as written.
+    pub fn pattern(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `name` matches the pattern.
     pub fn matches(&self, name: &str) -> bool {
         let mut parts = self.0.split('*');
@@ -104,22 +113,19 @@ pub struct Rule {
     pub action: Action,
     /// Findings below this score are not counted.
     pub min_score: f32,
-    /// The rule matches when at least this many findings count.
+    /// The rule matches when at least this many findings count (0, as written, counts as 1).
     pub min_count: usize,
     /// Tenants the rule applies to; empty means all.
     pub tenants: Vec<Wildcard>,
     /// Requested models the rule applies to; empty means all.
     pub models: Vec<Wildcard>,
+    /// Line and column of the rule's `id` in its file.
+    pub at: (usize, usize),
 }
 
 impl Rule {
     fn counts(&self, f: &Finding) -> bool {
         f.score >= self.min_score && (self.any_entity || self.entities.contains(&f.entity))
-    }
-
-    fn applies_to(&self, tenant: &str, model: &str) -> bool {
-        (self.tenants.is_empty() || self.tenants.iter().any(|w| w.matches(tenant)))
-            && (self.models.is_empty() || self.models.iter().any(|w| w.matches(model)))
     }
 
     /// A rule without entities matches on tenant and model alone.
@@ -133,12 +139,16 @@ impl Rule {
 pub struct Policy {
     /// File stem, e.g. `hipaa`.
     pub name: Arc<str>,
+    /// The file it was compiled from.
+    pub file: PathBuf,
     /// Free text from the file.
     pub description: String,
     /// Hex SHA-256 of the file's bytes; stamped on every audit record.
     pub digest: String,
     /// Action when no rule matches.
     pub default_action: Action,
+    /// Line and column of `[defaults] action` in the file.
+    pub default_at: (usize, usize),
     /// Action when detection fails or times out.
     pub on_detector_error: Action,
     /// Action when a part cannot be scanned (image, audio, file, opaque blob).
@@ -181,18 +191,35 @@ pub struct Facts<'a> {
     pub unscannable: usize,
 }
 
-/// The policy's verdict on one request.
+/// One rule (or built-in check) as evaluated for one request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleTrace {
+    /// Rule id, or `veil.*` for the built-in checks.
+    pub rule: Arc<str>,
+    /// The action it asks for when it matches.
+    pub action: Action,
+    /// Whether it matched.
+    pub matched: bool,
+    /// Why it matched or did not (types, counts, scopes; never values).
+    pub reason: String,
+}
+
+/// The policy's verdict on one request, with the whole trace.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub struct Verdict {
     /// The most restrictive action of all hits (or the default).
     pub action: Action,
     /// Every rule that matched, sorted by rule id.
     pub hits: Vec<RuleHit>,
+    /// The built-in checks, then every rule in file order, matched or not.
+    pub rules: Vec<RuleTrace>,
+    /// Why the action won.
+    pub why: String,
     /// For each finding, whether it must be replaced (only when `action` is `Redact`).
     pub redact: Vec<bool>,
 }
 
-impl Decision {
+impl Verdict {
     /// The hit that decided the action (the first in id order with the final action).
     pub fn deciding_rule(&self) -> Option<&RuleHit> {
         self.hits.iter().find(|h| h.action == self.action)
@@ -217,51 +244,49 @@ impl Policy {
             .any(|r| r.action != Action::Allow && r.counts(f))
     }
 
-    /// Decides one request.
-    pub fn decide(&self, facts: &Facts<'_>) -> Decision {
-        let mut hits = Vec::new();
+    /// Decides one request: evaluates the built-in checks and every rule, and takes the most
+    /// restrictive action among those that match (the default when none does).
+    pub fn decide(&self, facts: &Facts<'_>) -> Verdict {
+        let mut rules = Vec::with_capacity(self.rules.len() + 2);
         let mut redact = vec![false; facts.findings.len()];
-        if facts.detector_failed {
-            hits.push(RuleHit {
-                rule: Arc::from("veil.detector_error"),
-                action: self.on_detector_error,
-                reason: "detection failed or timed out".to_owned(),
-            });
-        }
-        if facts.unscannable > 0 {
-            hits.push(RuleHit {
-                rule: Arc::from("veil.unscannable"),
-                action: self.on_unscannable,
-                reason: format!("{} part(s) cannot be scanned", facts.unscannable),
-            });
-        }
+        rules.push(RuleTrace {
+            rule: Arc::from("veil.detector_error"),
+            action: self.on_detector_error,
+            matched: facts.detector_failed,
+            reason: if facts.detector_failed {
+                "detection failed or timed out".to_owned()
+            } else {
+                "detection ran".to_owned()
+            },
+        });
+        rules.push(RuleTrace {
+            rule: Arc::from("veil.unscannable"),
+            action: self.on_unscannable,
+            matched: facts.unscannable > 0,
+            reason: if facts.unscannable > 0 {
+                format!("{} part(s) cannot be scanned", facts.unscannable)
+            } else {
+                "every part was scanned".to_owned()
+            },
+        });
         for rule in &self.rules {
-            if !rule.applies_to(facts.tenant, facts.model) {
-                continue;
-            }
-            let counted: Vec<usize> = facts
-                .findings
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| rule.counts(f))
-                .map(|(i, _)| i)
-                .collect();
-            if rule.needs_findings() && counted.len() < rule.min_count {
-                continue;
-            }
-            if rule.action == Action::Redact {
-                for &i in &counted {
-                    if let Some(r) = redact.get_mut(i) {
-                        *r = true;
-                    }
-                }
-            }
-            hits.push(RuleHit {
+            let (matched, reason) = rule.evaluate(facts, &mut redact);
+            rules.push(RuleTrace {
                 rule: rule.id.clone(),
                 action: rule.action,
-                reason: reason(rule, facts.findings, &counted),
+                matched,
+                reason,
             });
         }
+        let mut hits: Vec<RuleHit> = rules
+            .iter()
+            .filter(|t| t.matched)
+            .map(|t| RuleHit {
+                rule: t.rule.clone(),
+                action: t.action,
+                reason: t.reason.clone(),
+            })
+            .collect();
         hits.sort_by(|a, b| a.rule.cmp(&b.rule));
         let action = hits
             .iter()
@@ -271,18 +296,94 @@ impl Policy {
         if action != Action::Redact {
             redact.iter_mut().for_each(|r| *r = false);
         }
-        Decision {
+        let why = if hits.is_empty() {
+            format!(
+                "no rule matched, so the default applies ([defaults] action = \"{}\")",
+                self.default_action.as_str()
+            )
+        } else {
+            let deciding: Vec<&str> = hits
+                .iter()
+                .filter(|h| h.action == action)
+                .map(|h| &*h.rule)
+                .collect();
+            format!(
+                "the most restrictive action of {} matching rule(s) wins (block > local > redact > allow): {}",
+                hits.len(),
+                deciding.join(", ")
+            )
+        };
+        Verdict {
             action,
             hits,
+            rules,
+            why,
             redact,
         }
     }
 }
 
-fn reason(rule: &Rule, findings: &[Finding], counted: &[usize]) -> String {
-    if !rule.needs_findings() {
-        return "tenant/model match".to_owned();
+impl Rule {
+    /// Whether the rule matches, and why (or why not); marks the findings a redact rule covers.
+    fn evaluate(&self, facts: &Facts<'_>, redact: &mut [bool]) -> (bool, String) {
+        if !self.tenants.is_empty() && !self.tenants.iter().any(|w| w.matches(facts.tenant)) {
+            return (
+                false,
+                format!("tenant {:?} is not in tenants", facts.tenant),
+            );
+        }
+        if !self.models.is_empty() && !self.models.iter().any(|w| w.matches(facts.model)) {
+            return (false, format!("model {:?} is not in models", facts.model));
+        }
+        if !self.needs_findings() {
+            return (true, "tenant/model match".to_owned());
+        }
+        let counted: Vec<usize> = facts
+            .findings
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| self.counts(f))
+            .map(|(i, _)| i)
+            .collect();
+        if counted.len() < self.min_count.max(1) {
+            return (false, self.miss(facts.findings, counted.len()));
+        }
+        if self.action == Action::Redact {
+            for &i in &counted {
+                if let Some(r) = redact.get_mut(i) {
+                    *r = true;
+                }
+            }
+        }
+        (true, reason(self, facts.findings, &counted))
     }
+
+    /// Why a rule with entities did not match.
+    fn miss(&self, findings: &[Finding], counted: usize) -> String {
+        let of_type: Vec<&Finding> = findings
+            .iter()
+            .filter(|f| self.any_entity || self.entities.contains(&f.entity))
+            .collect();
+        if of_type.is_empty() {
+            let types: Vec<&str> = self.entities.iter().map(EntityType::as_str).collect();
+            return format!("no finding of {}", types.join(", "));
+        }
+        if counted == 0 {
+            let best = of_type.iter().map(|f| f.score).fold(0.0_f32, f32::max);
+            return format!(
+                "{} finding(s) of its types, all below min_score {:.2} (best {best:.2})",
+                of_type.len(),
+                self.min_score
+            );
+        }
+        format!(
+            "{counted} finding(s) with score >= {:.2}; needs min_count {}",
+            self.min_score, self.min_count
+        )
+    }
+}
+
+fn reason(rule: &Rule, findings: &[Finding], counted: &[usize]) -> String {
     let mut by_type: BTreeMap<&str, usize> = BTreeMap::new();
     for f in counted.iter().filter_map(|&i| findings.get(i)) {
         *by_type.entry(f.entity.as_str()).or_default() += 1;
@@ -308,41 +409,30 @@ pub enum PolicyError {
     /// The directory holds no policy.
     #[error("{0}: no *.toml policy files found; add at least default.toml")]
     Empty(PathBuf),
+    /// A file is not UTF-8 text (a binary file, or one cut inside a character).
+    #[error("{0}: not UTF-8 text; a policy file is TOML")]
+    NotText(PathBuf),
 }
 
 /// Loads and compiles every `*.toml` in a directory; any invalid file fails the whole load.
 pub fn load_dir(dir: &Path) -> Result<HashMap<Arc<str>, Arc<Policy>>, PolicyError> {
-    let read_err = |source| PolicyError::Read {
-        path: dir.to_owned(),
-        source,
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(read_err)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    let mut out = HashMap::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let policy = compile(&path, &text)?;
-        out.insert(policy.name.clone(), Arc::new(policy));
-    }
-    if out.is_empty() {
-        return Err(PolicyError::Empty(dir.to_owned()));
-    }
-    Ok(out)
+    Sources::read(dir)?.compile()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Defaults every test policy states (at the end, so that line numbers above stay put).
+    const DEFAULTS: &str =
+        "\n[defaults]\naction = 'allow'\non_detector_error = 'block'\non_unscannable = 'local'\n";
+
     fn policy(text: &str) -> Policy {
-        compile(Path::new("policies/test.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+        compile(
+            Path::new("policies/test.toml"),
+            &format!("{text}{DEFAULTS}"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn finding(entity: EntityType, score: f32) -> Finding {
@@ -505,12 +595,48 @@ min_score = 0.8
             ),
         ];
         for (text, want) in cases {
-            let got = compile(Path::new("policies/test.toml"), text)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
+            let got = compile(
+                Path::new("policies/test.toml"),
+                &format!("{text}{DEFAULTS}"),
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
             assert!(got.starts_with(want), "want {want:?}\n got {got:?}");
         }
+    }
+
+    /// Every case of `fixtures/policy/invalid.toml` is refused with exactly its error.
+    #[test]
+    fn invalid_policies_get_their_exact_error() {
+        #[derive(Deserialize)]
+        struct Table {
+            case: Vec<Case>,
+        }
+        #[derive(Deserialize)]
+        struct Case {
+            name: String,
+            text: String,
+            error: String,
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policy/invalid.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        let table: Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut wrong = Vec::new();
+        for case in &table.case {
+            let got = match compile(Path::new("policies/p.toml"), &case.text) {
+                Ok(_) => "(accepted)".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if got != case.error {
+                wrong.push(format!(
+                    "{}:\n  want {:?}\n  got  {:?}",
+                    case.name, case.error, got
+                ));
+            }
+        }
+        assert!(table.case.len() >= 15);
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

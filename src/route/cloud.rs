@@ -1,8 +1,8 @@
 //! Cloud upstreams: OpenAI-compatible HTTP APIs reached with reqwest (rustls).
 //!
-//! Only a [`Sealed`] request — one whose decision is durable in the audit log — can be sent.
-//! The body sent is the scanned (and possibly redacted) JSON value, re-serialized; client
-//! headers are never forwarded.
+//! Only a [`Sealed`] request — one whose decision is durable in the audit log — can be sent, and
+//! its body is a [`Cleared`] value that only the decision core makes: the scanned (and possibly
+//! redacted) JSON, re-serialized. Client headers are never forwarded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::sse::{SseError, SseEvent, SseParser};
 use crate::audit::Sealed;
 use crate::config::UpstreamConfig;
+use crate::decide::Cleared;
 use crate::policy::Wildcard;
 
 /// One configured upstream.
@@ -41,13 +42,13 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// A request ready to leave: the upstream and the body to send.
+/// A request ready to leave: the upstream and the body the policy cleared.
 #[derive(Debug)]
 pub struct Outbound {
     /// Where it goes.
     pub upstream: Arc<Upstream>,
-    /// What is sent.
-    pub body: Value,
+    /// What is sent: only the decision core makes a [`Cleared`] body.
+    pub body: Cleared,
 }
 
 /// Why the upstream did not give a usable answer.
@@ -174,7 +175,7 @@ impl Cloud {
     pub async fn complete(&self, sealed: &Sealed<Outbound>) -> Result<Value, CloudError> {
         let out = sealed.get();
         let up = &out.upstream;
-        let send = self.request(up, &out.body)?.send();
+        let send = self.request(up, out.body.body())?.send();
         let resp = tokio::time::timeout(up.timeout, send)
             .await
             .map_err(|_| CloudError::Timeout)?
@@ -203,7 +204,7 @@ impl Cloud {
     ) -> Result<impl Stream<Item = Result<SseEvent, CloudError>> + Send + use<>, CloudError> {
         let out = sealed.get();
         let up = &out.upstream;
-        let send = self.request(up, &out.body)?.send();
+        let send = self.request(up, out.body.body())?.send();
         let resp = tokio::time::timeout(up.timeout, send)
             .await
             .map_err(|_| CloudError::Timeout)?

@@ -272,6 +272,7 @@ pub fn config(mock: &Mock, dir: &Path) -> Config {
         timeout_secs: 10,
         idle_timeout_secs: 2,
         max_response_bytes: 1 << 20,
+        baa: false,
     }];
     c.keys = vec![
         key("k-default", KEY_DEFAULT, "default", false),

@@ -1,4 +1,5 @@
-//! Strict JSON: the structure veil scans is exactly the structure it forwards.
+//! Strict JSON: the structure veil scans is exactly the structure it forwards. Request bodies
+//! and the JSON documents inside tool-call arguments are parsed with it.
 //!
 //! Duplicate object keys are rejected (a parser that keeps the last copy would let a benign
 //! copy be scanned and a sensitive copy be forwarded), nesting is bounded, and the input must
