@@ -71,6 +71,12 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let env: Env = Arc::new(env);
     let classifier = crate::snapshot::load_classifier(&config.classifier)?;
+    if env(&config.hmac_key_env).is_none_or(|k| k.is_empty()) {
+        tracing::warn!(
+            var = %config.hmac_key_env,
+            "no HMAC key set; using a random per-process key (audit digests will not correlate across restarts)"
+        );
+    }
     let digester = crate::snapshot::digester(&config, |k| env(k));
     let sources = Sources::read(&config.policies.dir).map_err(SnapshotError::from)?;
     let snapshot =

@@ -178,10 +178,6 @@ pub fn digester(config: &Config, env: impl Fn(&str) -> Option<String>) -> ValueD
     match env(&config.hmac_key_env).filter(|k| !k.is_empty()) {
         Some(key) => ValueDigester::new(key.as_bytes()),
         None => {
-            tracing::warn!(
-                var = %config.hmac_key_env,
-                "no HMAC key set; using a random per-process key (audit digests will not correlate across restarts)"
-            );
             let key: [u8; 32] = rand::random();
             ValueDigester::new(&key)
         }

@@ -373,7 +373,7 @@ fn no_baa(policies: &[&Policy], config: &Config, file: &std::path::Path, out: &m
             let types = phi_out(p);
             (!types.is_empty()).then(|| {
                 format!(
-                    "policy {:?} (keys {}) lets {} out as they are",
+                    "policy {:?} (keys {}) lets {} out unredacted",
                     &*p.name,
                     keys.join(", "),
                     types.join(", ")
@@ -418,6 +418,77 @@ mod tests {
         ] {
             assert_eq!(globs_intersect(a, b), want, "{a} ∩ {b}");
             assert_eq!(globs_intersect(b, a), want, "{b} ∩ {a}");
+        }
+    }
+
+    /// Every case of `fixtures/policy/lints.toml` gets exactly its warnings.
+    #[test]
+    fn lint_fixtures() {
+        #[derive(serde::Deserialize)]
+        struct Table {
+            case: Vec<Case>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Case {
+            name: String,
+            policy: String,
+            config: Option<String>,
+            expect: Vec<String>,
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("fixtures/policy/lints.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let table: Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut wrong = Vec::new();
+        let mut codes = std::collections::BTreeMap::<&str, (usize, usize)>::new();
+        for case in &table.case {
+            let policy =
+                super::super::compile(std::path::Path::new("policies/p.toml"), &case.policy)
+                    .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let config = case.config.as_deref().map(|c| {
+                Config::parse(std::path::Path::new("veil.toml"), c)
+                    .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+            });
+            let got: Vec<String> = lint(
+                &[&policy],
+                config.as_ref().map(|c| (c, PathBuf::from("veil.toml"))),
+            )
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+            if got != case.expect {
+                wrong.push(format!(
+                    "{}:\n  want {:?}\n  got  {:?}",
+                    case.name, case.expect, got
+                ));
+            }
+            // Which lint the case is about: the prefix of its name.
+            let code = case.name.split(':').next().unwrap_or_default();
+            let entry = codes.entry(code).or_default();
+            if case
+                .expect
+                .iter()
+                .any(|w| w.contains(&format!("warning[{code}]")))
+            {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        for code in [
+            "unprotected",
+            "min-count-zero",
+            "redundant",
+            "never-matches",
+            "no-baa",
+            "undetectable",
+        ] {
+            let (fires, quiet) = codes.get(code).copied().unwrap_or_default();
+            assert!(
+                fires > 0 && quiet > 0,
+                "{code}: {fires} triggering and {quiet} quiet fixtures"
+            );
         }
     }
 

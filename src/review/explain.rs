@@ -133,11 +133,22 @@ pub fn text(
     let _ = writeln!(out, "detectors  {}", d.detectors.join(", "));
     let shown = findings(d, opts);
     let _ = writeln!(out, "\nfindings ({})", d.scanned.findings.len());
-    for f in &shown {
+    let spans: Vec<String> = shown
+        .iter()
+        .map(|f| format!("{}..{}", f.start, f.end))
+        .collect();
+    let w = |get: &dyn Fn(&Shown) -> usize| shown.iter().map(get).max().unwrap_or(0);
+    let (wf, we, wr) = (
+        w(&|f| f.field.len()),
+        w(&|f| f.entity.len()),
+        w(&|f| f.recognizer.len()),
+    );
+    let ws = spans.iter().map(String::len).max().unwrap_or(0);
+    for (f, span) in shown.iter().zip(&spans) {
         let _ = writeln!(
             out,
-            "  {}  {}..{}  {}  {:.2}  {}  {:?}",
-            f.field, f.start, f.end, f.entity, f.score, f.recognizer, f.value
+            "  {:<wf$}  {span:<ws$}  {:<we$}  {:.2}  {:<wr$}  {:?}",
+            f.field, f.entity, f.score, f.recognizer, f.value
         );
     }
     for u in &d.scanned.extracted.unscannable {

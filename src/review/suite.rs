@@ -61,9 +61,15 @@ struct Expect {
     /// Exactly the rules that match (built-in `veil.*` reasons included).
     #[serde(default)]
     rules: Option<Vec<String>>,
+    /// At least these rules match (others may too).
+    #[serde(default)]
+    rules_include: Vec<String>,
     /// Exactly the entity types found.
     #[serde(default)]
     entities: Option<Vec<String>>,
+    /// At least these entity types are found (others may be too).
+    #[serde(default)]
+    entities_include: Vec<String>,
     /// Strings the upstream body must not contain (checked also when nothing leaves).
     #[serde(default)]
     upstream_excludes: Vec<String>,
@@ -212,18 +218,37 @@ fn compare(expect: &Expect, d: &Decision) -> Vec<String> {
     {
         failures.push(format!("route     expected {want}, got {route}"));
     }
-    if let Some(want) = &expect.rules {
-        let got: BTreeSet<&str> = d.verdict.hits.iter().map(|h| &*h.rule).collect();
-        set_diff("rules", want, &got, &mut failures);
-    }
-    if let Some(want) = &expect.entities {
-        let got: BTreeSet<&str> = d
-            .scanned
-            .findings
+    let rules: BTreeSet<&str> = d.verdict.hits.iter().map(|h| &*h.rule).collect();
+    let entities: BTreeSet<&str> = d
+        .scanned
+        .findings
+        .iter()
+        .map(|f| f.entity.as_str())
+        .collect();
+    for (what, exact, include, got) in [
+        ("rules", &expect.rules, &expect.rules_include, &rules),
+        (
+            "entities",
+            &expect.entities,
+            &expect.entities_include,
+            &entities,
+        ),
+    ] {
+        if let Some(want) = exact {
+            set_diff(what, want, got, &mut failures);
+        }
+        let missing: Vec<&str> = include
             .iter()
-            .map(|f| f.entity.as_str())
+            .map(String::as_str)
+            .filter(|w| !got.contains(w))
             .collect();
-        set_diff("entities", want, &got, &mut failures);
+        if !missing.is_empty() {
+            failures.push(format!(
+                "{what:<9} expected to include {}, got [{}]",
+                missing.join(", "),
+                got.iter().copied().collect::<Vec<_>>().join(", ")
+            ));
+        }
     }
     let upstream = match &d.route {
         Route::Cloud { body, .. } => body.body().to_string(),

@@ -38,6 +38,8 @@ pub enum Mode {
     StallMidStream,
     /// Answers a streaming request with a chunk that is not JSON.
     MalformedStream,
+    /// Waits this many milliseconds, then answers like `Echo`.
+    Delay(u64),
 }
 
 #[derive(Clone)]
@@ -115,6 +117,9 @@ async fn mock_chat(State(mock): State<Mock>, headers: HeaderMap, body: String) -
     mock.bodies.lock().expect("lock").push(body.clone());
     mock.headers.lock().expect("lock").push(headers);
     let mode = mock.mode.lock().expect("lock").clone();
+    if let Mode::Delay(ms) = mode {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let req: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let reply = format!("You said: {}", last_user_text(&req));
     let model = req["model"].as_str().unwrap_or("m").to_owned();
