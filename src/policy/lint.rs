@@ -319,7 +319,8 @@ fn undetectable(p: &Policy, config: &Config, out: &mut Vec<Lint>) {
     if !config.classifier.dir.as_os_str().is_empty() {
         return;
     }
-    for rule in &p.rules {
+    // Allowing what cannot be found changes nothing; acting on it silently does nothing.
+    for rule in p.rules.iter().filter(|r| r.action != Action::Allow) {
         let blind: Vec<&str> = rule
             .entities
             .iter()

@@ -1,6 +1,7 @@
 //! `veil policy diff OLD NEW --corpus FILE.jsonl`: replays a corpus through two versions of the
-//! policies and lists every line whose decision changes — action, matched rules, entity types —
-//! with counts per transition. A decision that becomes less restrictive is a weakening.
+//! policies and lists every line whose decision changes — action, matched rules, entity types,
+//! the body that would leave — with counts per action transition. A decision that becomes less
+//! restrictive is a weakening.
 //!
 //! `OLD` (or `NEW`) may be a git revision and path, `REV:DIR` (e.g. `origin/main:policies`), so
 //! a reviewer answers "what does this pull request change?" with one command.
@@ -12,9 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::{DEFAULT_MODEL, ReviewError, Workspace};
-use crate::decide::{Decision, Request, decide};
+use crate::decide::{Decision, Request, Route, decide};
 use crate::policy::Action;
 
 /// What one version decided for one corpus line.
@@ -26,11 +28,22 @@ pub struct Summary {
     pub rules: BTreeSet<String>,
     /// Entity types found.
     pub entities: BTreeSet<String>,
+    /// SHA-256 of the body the upstream would receive (none when nothing leaves): an operator
+    /// change shows here even when the action and rules stay the same.
+    #[serde(skip)]
+    pub upstream: Option<String>,
 }
 
 impl Summary {
     fn of(d: &Decision) -> Self {
+        let upstream = match &d.route {
+            Route::Cloud { body, .. } => Some(hex::encode(Sha256::digest(
+                body.body().to_string().as_bytes(),
+            ))),
+            _ => None,
+        };
         Self {
+            upstream,
             action: d.action(),
             rules: d.verdict.hits.iter().map(|h| h.rule.to_string()).collect(),
             entities: d
@@ -54,6 +67,8 @@ pub struct Change {
     pub new: Summary,
     /// The new action is less restrictive than the old one.
     pub weaker: bool,
+    /// What the upstream would receive differs.
+    pub upstream_changed: bool,
 }
 
 /// The whole comparison.
@@ -102,6 +117,9 @@ impl Report {
                     list(&c.old.rules),
                     list(&c.new.rules)
                 );
+            }
+            if c.upstream_changed && c.old.upstream.is_some() && c.new.upstream.is_some() {
+                let _ = writeln!(out, "  upstream  the body that leaves differs");
             }
             if c.old.entities != c.new.entities {
                 let _ = writeln!(
@@ -196,6 +214,7 @@ pub fn diff(
             report.changes.push(Change {
                 line: n,
                 weaker: new.action < old.action,
+                upstream_changed: old.upstream != new.upstream,
                 old,
                 new,
             });

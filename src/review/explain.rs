@@ -213,8 +213,10 @@ pub fn json(
     let findings: Vec<Value> = findings(d, opts)
         .into_iter()
         .map(|f| {
+            // Four decimals: the f32 score as written, not its f64 expansion.
+            let score = (f64::from(f.score) * 1e4).round() / 1e4;
             json!({"field": f.field, "start": f.start, "end": f.end, "entity": f.entity,
-                   "score": f.score, "recognizer": f.recognizer, "value": f.value})
+                   "score": score, "recognizer": f.recognizer, "value": f.value})
         })
         .collect();
     let unscannable: Vec<Value> = d
