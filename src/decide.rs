@@ -193,13 +193,16 @@ fn decide_with(
             + usize::from(scanned.classifier_unavailable),
     });
     let route = match verdict.action {
-        Action::Block => {
-            let hit = verdict.deciding_rule();
-            Route::Block {
-                rule: hit.map_or_else(|| Arc::from(""), |h| h.rule.clone()),
-                reason: hit.map(|h| h.reason.clone()).unwrap_or_default(),
-            }
-        }
+        Action::Block => match verdict.deciding_rule() {
+            Some(hit) => Route::Block {
+                rule: hit.rule.clone(),
+                reason: hit.reason.clone(),
+            },
+            None => Route::Block {
+                rule: Arc::from("veil.default"),
+                reason: "no rule matched and the policy's default action is block".to_owned(),
+            },
+        },
         Action::Local => Route::Local,
         Action::Allow | Action::Redact => match snapshot.cloud.select(&request.model) {
             None => Route::NoUpstream,

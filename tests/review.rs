@@ -48,6 +48,13 @@ fn stdout(o: &Output) -> String {
 
 const CONFIG: &str = "fixtures/review/veil.toml";
 
+/// `veil --config fixtures/review/veil.toml policy ARGS`.
+fn policy(args: &[&str]) -> Output {
+    let mut all = vec!["--config", CONFIG, "policy"];
+    all.extend_from_slice(args);
+    veil(&all)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -76,7 +83,7 @@ fn golden(name: &str, got: &str) {
 #[test]
 fn check_exit_codes_errors_and_warnings() {
     // Clean.
-    let o = veil(&["--config", CONFIG, "policy", "check"]);
+    let o = policy(&["check"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).ends_with("2 policies: 0 errors, 0 warnings\n"));
 
@@ -91,7 +98,7 @@ fn check_exit_codes_errors_and_warnings() {
     )
     .unwrap();
     let d = dir.path().to_str().unwrap();
-    let o = veil(&["--config", CONFIG, "policy", "check", d]);
+    let o = policy(&["check", d]);
     assert_eq!(o.status.code(), Some(0));
     assert!(
         stdout(&o).contains(&format!(
@@ -100,13 +107,13 @@ fn check_exit_codes_errors_and_warnings() {
         "{}",
         stdout(&o)
     );
-    let o = veil(&["--config", CONFIG, "policy", "check", "--strict", d]);
+    let o = policy(&["check", "--strict", d]);
     assert_eq!(o.status.code(), Some(2));
 
     // An error (and a key whose policy is gone): exit 1, every problem listed.
     std::fs::write(&general, "# being rewritten\n").unwrap();
     std::fs::remove_file(dir.path().join("clinical.toml")).unwrap();
-    let o = veil(&["--config", CONFIG, "policy", "check", d]);
+    let o = policy(&["check", d]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert!(
@@ -192,7 +199,7 @@ expect = { action = "local", route = "local", rules = ["ssn.local"], entities_in
     )
     .unwrap();
     let d = dir.path().to_str().unwrap();
-    let o = veil(&["--config", CONFIG, "policy", "test", d]);
+    let o = policy(&["test", d]);
     assert_eq!(o.status.code(), Some(1));
     let want = format!(
         "FAIL  {d}/tests/general.toml:8  a wrong expectation
@@ -211,21 +218,14 @@ expect = { action = "local", route = "local", rules = ["ssn.local"], entities_in
 fn explain_matches_the_golden_trace() {
     let prompt =
         "Mail jane.morrow@example.com or call 617-555-0142 about the renewal due 03/14/2025.";
-    let o = veil(&[
-        "--config", CONFIG, "policy", "explain", "--key", "app", "--text", prompt,
-    ]);
+    let o = policy(&["explain", "--key", "app", "--text", prompt]);
     assert_eq!(o.status.code(), Some(0));
     golden("explain.txt", &stdout(&o));
-    let o = veil(&[
-        "--config", CONFIG, "policy", "explain", "--key", "app", "--text", prompt, "--json",
-    ]);
+    let o = policy(&["explain", "--key", "app", "--text", prompt, "--json"]);
     golden("explain.json", &stdout(&o));
     // Values are masked unless asked for.
     assert!(!stdout(&o).contains("jane.morrow") && !stdout(&o).contains("0142"));
-    let o = veil(&[
-        "--config",
-        CONFIG,
-        "policy",
+    let o = policy(&[
         "explain",
         "--key",
         "app",
@@ -255,10 +255,7 @@ fn explain_a_whole_request_file() {
               "function": {"name": "lookup", "arguments": "{\"ssn\": \"536-22-8745\"}"}}]}]}"#,
     )
     .unwrap();
-    let o = veil(&[
-        "--config",
-        CONFIG,
-        "policy",
+    let o = policy(&[
         "explain",
         "--key",
         "app",
@@ -279,10 +276,7 @@ fn explain_a_whole_request_file() {
         r#"{"model": "gpt-4o-mini", "messages": [], "smuggled": "x"}"#,
     )
     .unwrap();
-    let o = veil(&[
-        "--config",
-        CONFIG,
-        "policy",
+    let o = policy(&[
         "explain",
         "--key",
         "app",
@@ -363,10 +357,7 @@ transitions
     assert_eq!(doc["weaker"], 2);
     assert_eq!(doc["transitions"]["redact -> allow"], 2);
     // Swapped, the blocked SSN line becomes local again: that is a weakening too.
-    let o = veil(&[
-        "--config",
-        CONFIG,
-        "policy",
+    let o = policy(&[
         "diff",
         new,
         "fixtures/review/policies",
@@ -385,10 +376,7 @@ transitions
         format!("{text}\n[redaction.operators]\nPHONE = \"mask\"\n"),
     )
     .unwrap();
-    let o = veil(&[
-        "--config",
-        CONFIG,
-        "policy",
+    let o = policy(&[
         "diff",
         "fixtures/review/policies",
         masked.path().to_str().unwrap(),
