@@ -152,11 +152,11 @@ fn unprotected(p: &Policy, out: &mut Vec<Lint>) {
             let entity: EntityType = name.parse().ok()?;
             (unscoped_actions(p, &entity).next().is_none()).then(|| {
                 let scoped = if names(p, &entity) {
-                    " (only some tenants or models)"
+                    ", named only for some tenants or models"
                 } else {
                     ""
                 };
-                format!("{name} ({}){scoped}", class.as_str())
+                format!("{name} ({}{scoped})", class.as_str())
             })
         })
         .collect();
@@ -168,7 +168,7 @@ fn unprotected(p: &Policy, out: &mut Vec<Lint>) {
         file: p.file.clone(),
         at: Some(p.default_at),
         message: format!(
-            "[defaults] action is \"allow\" and no rule names {}; they reach the cloud as they are. Name them in a rule (a rule with action = \"allow\" states that this is intended)",
+            "[defaults] action is \"allow\" and no rule covers {} for every tenant and model; they reach the cloud as they are. Name them in a rule (a rule with action = \"allow\" states that this is intended)",
             missing.join(", ")
         ),
     });

@@ -208,6 +208,19 @@ async fn a_reload_that_would_fail_open_is_refused_and_audited() {
         );
     }
     assert_eq!(veil.mock.hits(), 0);
+    let metrics = veil
+        .client
+        .get(veil.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("veil_policy_reload_failures_total"),
+        "refused reloads are counted"
+    );
     // Decisions still carry the digest of the good file.
     let rows = veil.rows().await;
     for r in rows.iter().filter(|r| r.kind == "decision") {
