@@ -302,6 +302,11 @@ impl Reloader {
             }
         }
         self.pending = None;
+        if !force && current == self.active {
+            // Back to the active files (a refused edit undone): nothing to load.
+            self.seen = current;
+            return Reload::Unchanged;
+        }
         let changes = changes(&self.active, &current);
         self.seen = current.clone();
         let env = self.env.clone();
