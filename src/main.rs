@@ -352,7 +352,10 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         let running = veil::server::start(config, |k| std::env::var(k).ok()).await?;
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
-        running.shutdown().await;
+        let lost = running.shutdown().await;
+        if lost > 0 {
+            bail!("{lost} audit row(s) could not be written before shutdown");
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -448,10 +451,10 @@ fn scan_jsonl(set: &PolicySet, acted_on: bool, input: &Path, output: &Path) -> a
 fn audit_verify(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     runtime()?.block_on(async move {
-        let (log, _task) =
-            veil::audit::AuditLog::open(&config.audit.url, std::time::Duration::from_secs(30), 1)
-                .await?;
-        let rows = log.rows().await?;
+        // Read-only, and never the server's start-up work: verifying a live database must not
+        // write to it, and a missing one is an error, not an empty chain.
+        let store = veil::audit::open_read_only(&config.audit.url).await?;
+        let rows = store.rows().await?;
         let problems = veil::audit::verify(&rows);
         if problems.is_empty() {
             println!("ok: {} rows, chain intact", rows.len());

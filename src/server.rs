@@ -50,12 +50,21 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, waits for in-flight requests, then flushes the audit log.
-    pub async fn shutdown(self) {
+    /// Stops accepting, waits for in-flight requests, then flushes the audit log (retrying for
+    /// up to 10 s while the database fails). Returns the number of audit rows that could not be
+    /// written: 0 unless the database stayed down.
+    pub async fn shutdown(self) -> u64 {
         self.shutdown.cancel();
         let _ = self.serve.await;
         drop(self.state);
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.writer).await;
+        let lost = self.writer.finish(Duration::from_secs(10)).await;
+        if lost > 0 {
+            tracing::error!(
+                rows = lost,
+                "audit rows could not be written before shutdown; they are lost"
+            );
+        }
+        lost
     }
 
     /// A token that stops the server when cancelled.

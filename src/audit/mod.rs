@@ -274,6 +274,16 @@ struct Job {
     ts: String,
 }
 
+/// Opens the store named by `url` for reading only: nothing is created, migrated or written, and
+/// a database that does not exist is an error. For `veil audit` commands, which may run beside a
+/// live server.
+pub async fn open_read_only(url: &str) -> Result<Arc<dyn AuditStore>, AuditError> {
+    match url.strip_prefix("sqlite://") {
+        Some(path) => Ok(Arc::new(SqliteStore::open_read_only(path).await?)),
+        None => Err(AuditError::UnsupportedUrl),
+    }
+}
+
 /// Keyed digests of detected values, for correlation without storing them.
 #[derive(Clone)]
 pub struct ValueDigester {
@@ -322,6 +332,8 @@ struct Health {
     /// queued; 0 when idle.
     busy_since: AtomicU64,
     epoch: Instant,
+    /// Rows handed to the writer and not written yet (queued or kept for retry).
+    unwritten: AtomicU64,
 }
 
 impl Health {
@@ -330,6 +342,7 @@ impl Health {
             last_ok: AtomicBool::new(true),
             busy_since: AtomicU64::new(0),
             epoch: Instant::now(),
+            unwritten: AtomicU64::new(0),
         }
     }
 
@@ -365,8 +378,30 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// The writer task; await it after dropping every [`AuditLog`] to flush on shutdown.
-pub type WriterTask = tokio::task::JoinHandle<()>;
+/// The writer task. After every [`AuditLog`] is dropped it writes what it still holds, retrying
+/// while the database fails; [`WriterTask::finish`] waits for that and says what was lost.
+#[derive(Debug)]
+pub struct WriterTask {
+    handle: tokio::task::JoinHandle<()>,
+    health: Arc<Health>,
+}
+
+impl WriterTask {
+    /// Waits up to `within` for the writer to write everything queued (call it after dropping
+    /// every [`AuditLog`]). Returns the number of rows that could not be written: 0 when all
+    /// landed.
+    pub async fn finish(self, within: Duration) -> u64 {
+        let mut handle = self.handle;
+        if tokio::time::timeout(within, &mut handle).await.is_err() {
+            handle.abort();
+        }
+        let lost = self.health.unwritten.load(Ordering::Relaxed);
+        if lost > 0 {
+            metrics::counter!("veil_audit_rows_dropped_total").increment(lost);
+        }
+        lost
+    }
+}
 
 impl AuditLog {
     /// Opens the store named by `url`, closes decisions left open by a crash (`outcome_unknown`),
@@ -393,7 +428,10 @@ impl AuditLog {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let health = Arc::new(Health::new());
         let tail = store.tail().await?;
-        let task = tokio::spawn(writer(store.clone(), rx, tail, health.clone()));
+        let task = WriterTask {
+            handle: tokio::spawn(writer(store.clone(), rx, tail, health.clone())),
+            health: health.clone(),
+        };
         let log = Self {
             tx,
             timeout,
@@ -475,20 +513,32 @@ impl AuditLog {
             .map(|d| Row::Decision(Box::new(d)))
             .collect();
         rows.push(Row::Outcome(outcome));
+        self.health
+            .unwritten
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         let job = Job {
             rows,
             ack: None,
             queued: Instant::now(),
             ts: now(),
         };
-        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
-            let tx = self.tx.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = tx.send(job).await;
-                });
-            } else {
-                tracing::error!("audit queue full outside the runtime; outcome lost");
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                let tx = self.tx.clone();
+                if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                    handle.spawn(async move {
+                        let _ = tx.send(job).await;
+                    });
+                } else {
+                    tracing::error!("audit queue full outside the runtime; outcome lost");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                tracing::error!("audit writer stopped; outcome lost");
+                self.health
+                    .unwritten
+                    .fetch_sub(job.rows.len() as u64, Ordering::Relaxed);
             }
         }
     }
@@ -499,6 +549,9 @@ impl AuditLog {
     }
 
     async fn submit(&self, rows: Vec<Row>) -> Result<(), AuditError> {
+        self.health
+            .unwritten
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         let (ack, done) = oneshot::channel();
         let job = Job {
             rows,
@@ -511,7 +564,12 @@ impl AuditLog {
         let queued = match self.tx.try_send(job) {
             Ok(()) => None,
             Err(mpsc::error::TrySendError::Full(job)) => Some(job),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(AuditError::Closed),
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                self.health
+                    .unwritten
+                    .fetch_sub(job.rows.len() as u64, Ordering::Relaxed);
+                return Err(AuditError::Closed);
+            }
         };
         let result = tokio::time::timeout(self.timeout, async {
             if let Some(job) = queued {
@@ -564,6 +622,10 @@ async fn writer(
                 },
                 () = tokio::time::sleep(backoff) => {}
             }
+        } else {
+            // Shutting down with rows the database refused: keep trying until the caller's
+            // deadline ([`WriterTask::finish`]) gives up on them.
+            tokio::time::sleep(backoff).await;
         }
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -599,6 +661,9 @@ async fn writer(
         match &result {
             Ok(()) => {
                 tail = Some((seq, prev));
+                health
+                    .unwritten
+                    .fetch_sub(pending.len() as u64, Ordering::Relaxed);
                 pending.clear();
                 backoff = RETRY_MIN;
             }
@@ -611,6 +676,9 @@ async fn writer(
                 if pending.len() > MAX_PENDING {
                     let dropped = pending.len() - MAX_PENDING;
                     pending.drain(..dropped);
+                    health
+                        .unwritten
+                        .fetch_sub(dropped as u64, Ordering::Relaxed);
                     tracing::error!(dropped, "audit retry buffer full; oldest rows dropped");
                     metrics::counter!("veil_audit_rows_dropped_total").increment(dropped as u64);
                 }
@@ -621,14 +689,6 @@ async fn writer(
             if let Some(ack) = job.ack {
                 let _ = ack.send(result.clone());
             }
-        }
-        if !open && result.is_err() {
-            tracing::error!(
-                rows = pending.len(),
-                "audit writer stopping with rows it could not write"
-            );
-            metrics::counter!("veil_audit_rows_dropped_total").increment(pending.len() as u64);
-            break;
         }
     }
 }
@@ -898,6 +958,61 @@ mod tests {
         assert!(verify(&rows).is_empty());
     }
 
+    async fn flaky_with_task(
+        timeout_ms: u64,
+    ) -> (AuditLog, WriterTask, Arc<Flaky>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let inner = SqliteStore::open(&dir.path().join("a.db").display().to_string())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(Flaky {
+            inner,
+            down: AtomicBool::new(false),
+            stall: AtomicU64::new(0),
+        });
+        let (log, task) =
+            AuditLog::with_store(store.clone(), Duration::from_millis(timeout_ms), 16)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        (log, task, store, dir)
+    }
+
+    #[tokio::test]
+    async fn shutdown_flushes_pending_rows_or_says_how_many_are_lost() {
+        // The database comes back during the shutdown window: everything lands.
+        let (log, task, store, _dir) = flaky_with_task(200).await;
+        store.down.store(true, Ordering::Relaxed);
+        for i in 0..3 {
+            log.record_detached(
+                Some(decision(&format!("r{i}"))),
+                outcome(&format!("r{i}"), "completed"),
+            );
+        }
+        let reader = store.clone();
+        drop(log);
+        let revive = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            reader.down.store(false, Ordering::Relaxed);
+        });
+        assert_eq!(task.finish(Duration::from_secs(5)).await, 0);
+        let _ = revive.await;
+        let rows = store.inner.rows().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 6);
+        assert!(verify(&rows).is_empty());
+
+        // It stays down: the rows are counted as lost, not silently dropped.
+        let (log, task, store, _dir) = flaky_with_task(200).await;
+        store.down.store(true, Ordering::Relaxed);
+        for i in 0..4 {
+            log.record_detached(
+                Some(decision(&format!("s{i}"))),
+                outcome(&format!("s{i}"), "completed"),
+            );
+        }
+        drop(log);
+        assert_eq!(task.finish(Duration::from_millis(500)).await, 8);
+    }
+
     #[tokio::test]
     async fn an_overdue_write_is_unhealthy_until_it_finishes() {
         let (log, store, _dir) = flaky(100).await;
@@ -929,7 +1044,7 @@ mod tests {
             };
             log.seal(d, ()).await.unwrap_or_else(|e| panic!("{e}"));
             drop(log);
-            let _ = task.await;
+            assert_eq!(task.finish(Duration::from_secs(5)).await, 0);
         }
         let (log, _task) = AuditLog::open(&url, Duration::from_secs(5), 16)
             .await

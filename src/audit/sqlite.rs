@@ -1,19 +1,28 @@
 //! The embedded SQLite audit store (WAL, `synchronous = FULL`: a commit is on disk).
+//!
+//! Appends go through one dedicated connection with explicit `BEGIN IMMEDIATE` / `COMMIT`. After
+//! any error that connection is closed and a fresh one is opened for the next attempt: SQLite
+//! may or may not have rolled back a transaction whose write failed (disk full, I/O error), and a
+//! connection left inside one would make the next "commit" a no-op savepoint — a success reported
+//! for rows that never reach the disk.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Row as _;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
 use super::{AuditError, AuditStore, BoxFuture, StoredRow};
 
 /// SQLite-backed [`AuditStore`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    options: SqliteConnectOptions,
+    writer: tokio::sync::Mutex<Option<SqliteConnection>>,
 }
 
 fn db(e: impl std::fmt::Display) -> AuditError {
@@ -37,15 +46,71 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(db)?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .map_err(db)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            options,
+            writer: tokio::sync::Mutex::new(None),
+        })
     }
+}
+
+impl SqliteStore {
+    /// Opens an existing database for reading only (no directory, file, migration or write).
+    pub async fn open_read_only(path: &str) -> Result<Self, AuditError> {
+        if !std::path::Path::new(path).is_file() {
+            return Err(AuditError::Database(format!(
+                "no audit database at {path}; check audit.url (or VEIL_AUDIT_URL)"
+            )));
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(db)?
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(2));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db)?;
+        Ok(Self {
+            pool,
+            options,
+            writer: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+/// Inserts `rows` in one transaction on `conn`.
+async fn insert_all(conn: &mut SqliteConnection, rows: &[StoredRow]) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    for r in rows {
+        sqlx::query(
+            "INSERT INTO audit_log (seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.seq)
+        .bind(&r.request_id)
+        .bind(&r.kind)
+        .bind(&r.ts)
+        .bind(&r.tenant)
+        .bind(&r.action)
+        .bind(&r.outcome)
+        .bind(r.status)
+        .bind(&r.body)
+        .bind(&r.prev_hash)
+        .bind(&r.hash)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(())
 }
 
 impl AuditStore for SqliteStore {
@@ -61,28 +126,20 @@ impl AuditStore for SqliteStore {
 
     fn append<'a>(&'a self, rows: &'a [StoredRow]) -> BoxFuture<'a, Result<(), AuditError>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(db)?;
-            for r in rows {
-                sqlx::query(
-                    "INSERT INTO audit_log (seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(r.seq)
-                .bind(&r.request_id)
-                .bind(&r.kind)
-                .bind(&r.ts)
-                .bind(&r.tenant)
-                .bind(&r.action)
-                .bind(&r.outcome)
-                .bind(r.status)
-                .bind(&r.body)
-                .bind(&r.prev_hash)
-                .bind(&r.hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            let mut slot = self.writer.lock().await;
+            let conn = match slot.as_mut() {
+                Some(c) => c,
+                None => slot.insert(self.options.connect().await.map_err(db)?),
+            };
+            let result = insert_all(conn, rows).await;
+            if let Err(e) = result {
+                // Whatever state the failed transaction left, it goes with this connection.
+                if let Some(conn) = slot.take() {
+                    let _ = conn.close().await;
+                }
+                return Err(db(e));
             }
-            tx.commit().await.map_err(db)
+            Ok(())
         })
     }
 

@@ -179,3 +179,70 @@ async fn audit_outage_fails_closed_with_zero_egress() {
     );
     assert!(veil::audit::verify(&rows).is_empty(), "hash chain intact");
 }
+
+fn verify_cli(db: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["--config", repo().join("veil.toml").to_str().unwrap()])
+        .args(["audit", "verify"])
+        .env("VEIL_AUDIT_URL", format!("sqlite://{}", db.display()))
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+fn file_bytes(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn verify_reads_only_and_refuses_a_missing_database() {
+    // Missing: an error, and nothing is created.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere/audit.db");
+    let o = verify_cli(&missing);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no audit database at"));
+    assert!(!dir.path().join("nowhere").exists());
+
+    // Live, with a request whose decision is written and whose outcome is not yet: verify
+    // neither writes an `outcome_unknown` for it nor changes a byte of the database.
+    let veil = Veil::start().await;
+    veil.mock.set_mode(Mode::StallMidStream);
+    let mut body = user("stream please");
+    body["stream"] = json!(true);
+    let resp = veil.chat(KEY_DEFAULT, body).await;
+    assert_eq!(resp.status(), 200);
+    let rows = veil.wait_rows(1).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "the decision is written, the outcome is pending"
+    );
+    let before = (
+        file_bytes(&veil.db),
+        file_bytes(&veil.db.with_extension("db-wal")),
+    );
+    let o = verify_cli(&veil.db);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "ok: 1 rows, chain intact\n"
+    );
+    let after = (
+        file_bytes(&veil.db),
+        file_bytes(&veil.db.with_extension("db-wal")),
+    );
+    assert!(before == after, "verify changed the database");
+    // The stream ends (idle timeout); its one outcome is the real one.
+    let _ = sse_data(resp).await;
+    let rows = veil.wait_rows(2).await;
+    let outcomes: Vec<_> = rows.iter().filter(|r| r.kind == "outcome").collect();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].outcome.as_deref(), Some("upstream_error"));
+    veil.stop().await;
+}

@@ -12,6 +12,7 @@ mod helpers;
 mod audit;
 mod chat;
 mod classifier;
+mod faults;
 mod hostile;
 mod local;
 mod policy;
