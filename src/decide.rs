@@ -14,7 +14,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
-use crate::extract::{self, Extracted};
+use crate::extract::{self, Extracted, Step};
 use crate::policy::{Action, Facts, Policy, Verdict};
 use crate::redact::{self, RedactionMap};
 use crate::route::cloud::Upstream;
@@ -137,6 +137,18 @@ impl Decision {
     /// The action taken.
     pub fn action(&self) -> Action {
         self.verdict.action
+    }
+
+    /// Whether something was detected in the field at `path` (e.g. `model`): then its value must
+    /// not be recorded as it is.
+    pub fn flags(&self, path: &[Step]) -> bool {
+        self.scanned.pieces.iter().flatten().any(|p| {
+            self.scanned
+                .extracted
+                .segments
+                .get(p.segment)
+                .is_some_and(|s| s.location.path == path && s.location.inner.is_none())
+        })
     }
 }
 

@@ -4,8 +4,10 @@
 //! refusals, tool-call ids, names and arguments (parsed as JSON when they are JSON, so values
 //! can be redacted and the arguments stay valid JSON), tool definitions, and every string and
 //! object key inside free-form fields (metadata, response formats, schemas, stop sequences).
-//! Only `model` (validated to a short identifier) and the enum-like `role`/`type` fields are
-//! skipped. Image, audio and file parts cannot be scanned and are reported as such.
+//! Only the enum-like `role`/`type` fields are skipped. `model` is scanned too — it is a
+//! client-chosen string that goes upstream — but as an identifier, not prose: it comes last and
+//! only the pattern tier reads it (the classifier would read model names as people). Image, audio
+//! and file parts cannot be scanned and are reported as such.
 
 use serde_json::Value;
 
@@ -45,6 +47,25 @@ impl Location {
     }
 }
 
+impl Location {
+    /// Whether this is the text of a message: its string `content` or a text part of it. A
+    /// value split between two of them in a row is read across the split.
+    pub fn is_message_text(&self) -> bool {
+        if self.is_key || self.inner.is_some() {
+            return false;
+        }
+        let content = |rest: &[Step]| match rest {
+            [Step::Key(k)] => k == "content",
+            [Step::Key(k), Step::Index(_), Step::Key(t)] => k == "content" && t == "text",
+            _ => false,
+        };
+        match self.path.as_slice() {
+            [Step::Key(m), Step::Index(_), rest @ ..] => m == "messages" && content(rest),
+            _ => false,
+        }
+    }
+}
+
 /// One piece of text to scan.
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -52,6 +73,9 @@ pub struct Segment {
     pub location: Location,
     /// The text.
     pub text: String,
+    /// Text people write, read by every detector; `false` for identifiers (the model name),
+    /// which only the pattern tier reads. Identifiers come after all prose.
+    pub prose: bool,
 }
 
 /// A part that cannot be scanned (image, audio, file).
@@ -77,6 +101,15 @@ pub struct Extracted {
 pub const SEPARATOR: &str = " ";
 
 impl Extracted {
+    /// Where the prose ends in the joined document (identifier segments follow it).
+    pub fn prose_end(&self, starts: &[usize], doc_len: usize) -> usize {
+        self.segments
+            .iter()
+            .zip(starts)
+            .find(|(s, _)| !s.prose)
+            .map_or(doc_len, |(_, &start)| start.saturating_sub(SEPARATOR.len()))
+    }
+
     /// All segments joined with [`SEPARATOR`], and the byte offset where each segment starts.
     pub fn joined(&self) -> (String, Vec<usize>) {
         let total: usize = self.segments.iter().map(|s| s.text.len() + 1).sum();
@@ -93,8 +126,13 @@ impl Extracted {
     }
 }
 
-/// Fields of the request object that are scanned field by field (everything else is free-form).
-const SKIPPED_TOP: &[&str] = &["model"];
+/// The model name's trailing version date (`-2024-08-06`, `-20241022`, `@20240620`): where it
+/// starts, if there is one. It is a version, not a date about anyone.
+pub fn model_version_suffix(model: &str) -> Option<usize> {
+    static SUFFIX: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"[-@](?:\d{4}-\d{2}-\d{2}|\d{8})$").ok());
+    SUFFIX.as_ref()?.find(model).map(|m| m.start())
+}
 
 /// Extracts the segments of a chat request that has passed validation.
 pub fn chat(request: &Value, max_depth: usize) -> Extracted {
@@ -105,7 +143,7 @@ pub fn chat(request: &Value, max_depth: usize) -> Extracted {
     for (key, value) in top {
         let path = vec![Step::Key(key.clone())];
         match key.as_str() {
-            k if SKIPPED_TOP.contains(&k) => {}
+            "model" => {}
             "messages" => {
                 for (i, m) in value.as_array().into_iter().flatten().enumerate() {
                     let mut p = path.clone();
@@ -123,6 +161,19 @@ pub fn chat(request: &Value, max_depth: usize) -> Extracted {
             _ => free(value, path, None, &mut out),
         }
     }
+    if let Some(Value::String(model)) = top.get("model")
+        && !model.is_empty()
+    {
+        out.segments.push(Segment {
+            location: Location {
+                path: vec![Step::Key("model".to_owned())],
+                inner: None,
+                is_key: false,
+            },
+            text: model.clone(),
+            prose: false,
+        });
+    }
     out
 }
 
@@ -137,6 +188,7 @@ fn push(out: &mut Extracted, path: Vec<Step>, inner: Option<Vec<Step>>, text: &s
             is_key,
         },
         text: text.to_owned(),
+        prose: true,
     });
 }
 
@@ -352,7 +404,11 @@ mod tests {
         ] {
             assert!(t.contains(&want), "missing {want}: {t:?}");
         }
-        assert!(!t.contains(&"gpt-4o"));
+        // The model is scanned as an identifier, last.
+        assert_eq!(
+            e.segments.last().map(|s| (s.text.as_str(), s.prose)),
+            Some(("gpt-4o", false))
+        );
         assert!(!t.contains(&"user") && !t.contains(&"function"), "{t:?}");
         assert_eq!(
             e.unscannable,

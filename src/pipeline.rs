@@ -298,7 +298,6 @@ async fn run(
         Limits::from(&state.server),
         state.server.max_json_depth,
     )?;
-    trail.decision.model = Some(chat.model.clone());
     trail.decision.stream = chat.is_stream();
 
     let request = Arc::new(Request::new(chat.model.clone(), value));
@@ -310,6 +309,15 @@ async fn run(
             tracing::error!(error = %e, "no decision");
             ApiError::Internal
         })?;
+    // The model name is client text too: recorded only once scanned, masked if anything was
+    // found in it.
+    trail.decision.model = Some(
+        if decision.flags(&[crate::extract::Step::Key("model".to_owned())]) {
+            crate::redact::masked(&chat.model)
+        } else {
+            chat.model.clone()
+        },
+    );
     trail.decision.policy = Some(decision.policy.name.to_string());
     trail.decision.policy_digest = Some(decision.policy.digest.clone());
     trail.decision.detectors = decision.detectors.clone();

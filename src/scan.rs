@@ -58,8 +58,19 @@ impl Detectors {
     /// Overlaps are kept (each counts for the policy); redaction covers their union.
     /// Classifier scores are reported on the policy scale ([`on_policy_scale`]).
     pub fn detect(&self, text: &str) -> Result<Vec<Finding>, ClassifierError> {
+        self.detect_prose(text, text.len())
+    }
+
+    /// Like [`Self::detect`], with the classifier reading only `text[..prose_end]` (the rest is
+    /// identifiers, which only the pattern tier reads).
+    pub fn detect_prose(
+        &self,
+        text: &str,
+        prose_end: usize,
+    ) -> Result<Vec<Finding>, ClassifierError> {
         let mut findings = self.patterns.detect(text);
         if let ClassifierState::Loaded(c) = &self.classifier {
+            let text = text.get(..prose_end).unwrap_or(text);
             let extra = c.detect(text, &self.thresholds)?;
             findings.extend(
                 extra
@@ -171,8 +182,12 @@ pub fn scan(detectors: &Detectors, mut extracted: Extracted) -> Scanned {
     let (doc, starts) = extracted.joined();
     let lens: Vec<usize> = extracted.segments.iter().map(|s| s.text.len()).collect();
     let classifier_unavailable = detectors.unavailable();
-    let findings = match detectors.detect(&doc) {
-        Ok(findings) => {
+    let prose_end = extracted.prose_end(&starts, doc.len());
+    let findings = match detectors.detect_prose(&doc, prose_end) {
+        Ok(mut findings) => {
+            findings.extend(across_seams(detectors, &extracted, &starts, &findings));
+            drop_model_versions(&extracted, &starts, &mut findings);
+            findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
             // The classifier reads Latin-script text; names in other scripts go unseen.
             if detectors.classifier_loaded() && unsupported_script(&doc) {
                 extracted.unscannable.push(crate::extract::Unscannable {
@@ -213,6 +228,77 @@ pub fn scan(detectors: &Detectors, mut extracted: Extracted) -> Scanned {
         failed,
         classifier_unavailable,
         elapsed: started.elapsed(),
+    }
+}
+
+/// Characters on each side of a boundary between two segments that are read together.
+const SEAM: usize = 24;
+
+/// Pattern findings that straddle the boundary between two consecutive message texts when they
+/// are read with nothing between them: a value split across two messages or two text parts
+/// (`536-22` and `-8745`) is the value. The joined document puts a space there, which already joins values
+/// whose parts a space may separate (a spaced card number); this catches the rest.
+fn across_seams(
+    detectors: &Detectors,
+    extracted: &Extracted,
+    starts: &[usize],
+    found: &[Finding],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let segments = &extracted.segments;
+    for (i, pair) in segments.windows(2).enumerate() {
+        let [left, right] = pair else { continue };
+        if !(left.location.is_message_text() && right.location.is_message_text()) {
+            continue;
+        }
+        let tail_from = floor_boundary(&left.text, left.text.len().saturating_sub(SEAM));
+        let head_to = floor_boundary(&right.text, SEAM.min(right.text.len()));
+        let (Some(tail), Some(head)) = (left.text.get(tail_from..), right.text.get(..head_to))
+        else {
+            continue;
+        };
+        let (Some(&left_start), Some(&right_start)) = (starts.get(i), starts.get(i + 1)) else {
+            continue;
+        };
+        let seam = format!("{tail}{head}");
+        for f in detectors.patterns.detect(&seam) {
+            if !(f.start < tail.len() && f.end > tail.len()) {
+                continue;
+            }
+            let start = left_start + tail_from + f.start;
+            let end = right_start + (f.end - tail.len());
+            let known = found
+                .iter()
+                .chain(&out)
+                .any(|g| g.entity == f.entity && g.start <= start && g.end >= end);
+            if !known {
+                out.push(Finding { start, end, ..f });
+            }
+        }
+    }
+    out
+}
+
+/// The largest char boundary of `text` at or below `at`.
+fn floor_boundary(text: &str, mut at: usize) -> usize {
+    while at > 0 && !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// Drops dates inside the model name's version suffix (`gpt-4o-2024-08-06`): a version, not a
+/// date about anyone. Other findings in the model name stand.
+fn drop_model_versions(extracted: &Extracted, starts: &[usize], findings: &mut Vec<Finding>) {
+    for (seg, &start) in extracted.segments.iter().zip(starts) {
+        if seg.prose || seg.location.path != [crate::extract::Step::Key("model".to_owned())] {
+            continue;
+        }
+        let Some(suffix) = crate::extract::model_version_suffix(&seg.text) else {
+            continue;
+        };
+        let (from, to) = (start + suffix, start + seg.text.len());
+        findings.retain(|f| !(f.entity == EntityType::Date && f.start >= from && f.end <= to));
     }
 }
 

@@ -94,6 +94,7 @@ const KEYWORDS: &[(&str, u64)] = &[
     // SSN
     ("ssn", SSN),
     ("ssns", SSN),
+    ("social", SSN),
     ("social security", SSN),
     ("social security number", SSN),
     ("soc sec", SSN),

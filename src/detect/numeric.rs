@@ -442,14 +442,14 @@ fn ssn(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
         let Some(d) = run.digits(i, i + 2) else {
             continue;
         };
-        if !checksum::ssn_valid(d.as_slice()) {
-            continue;
-        }
+        // The SSA rules raise confidence; they do not veto the shape (see `scores`).
+        let issued = checksum::ssn_valid(d.as_slice());
         let span = run.span(i, i + 2);
-        let mut score = if a == b"-" {
-            scores::SSN_DASHED
-        } else {
-            scores::SSN_LOOSE
+        let mut score = match (a == b"-", issued) {
+            (true, true) => scores::SSN_DASHED,
+            (true, false) => scores::SSN_DASHED_UNISSUED,
+            (false, true) => scores::SSN_LOOSE,
+            (false, false) => scores::SSN_LOOSE_UNISSUED,
         };
         if s.ctx(span.clone(), class::SSN) {
             score = score.max(0.95);
@@ -1015,7 +1015,8 @@ fn singles(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
     let Some(d) = run.digits(0, 0) else { return };
     let d = d.as_slice();
     if len == 9 {
-        if s.ctx(span.clone(), class::SSN) && checksum::ssn_valid(d) {
+        // Labelled: an SSN whether or not the SSA would issue it.
+        if s.ctx(span.clone(), class::SSN) {
             s.emit(
                 span.clone(),
                 EntityType::Ssn,
@@ -1117,7 +1118,26 @@ mod tests {
         assert!(has("123 45 6789", EntityType::Ssn, "123 45 6789"));
         assert!(has("SSN: 123456789", EntityType::Ssn, "123456789"));
         assert!(!has("order 123456789", EntityType::Ssn, "123456789"));
-        assert!(!has("000-12-3456", EntityType::Ssn, "000-12-3456"));
+        assert!(has("my social is 536228745", EntityType::Ssn, "536228745"));
+    }
+
+    /// The SSA rules raise confidence; they do not veto an SSN shape.
+    #[test]
+    fn unissued_ssns_are_still_ssns() {
+        let score = |text: &str, value: &str| {
+            found(text)
+                .into_iter()
+                .find(|(e, v, _)| *e == EntityType::Ssn && v == value)
+                .map(|(_, _, s)| s)
+        };
+        // Area 000 and 9xx are never issued; still SSNs, lower unless labelled.
+        assert_eq!(score("id 000-12-3456 on file", "000-12-3456"), Some(0.6));
+        assert_eq!(score("SSN: 912-45-6789", "912-45-6789"), Some(0.95));
+        assert_eq!(score("SSN 666456789", "666456789"), Some(0.85));
+        assert_eq!(score("ref 900 12 3456", "900 12 3456"), Some(0.45));
+        // Issued ones keep their scores.
+        assert_eq!(score("id 536-22-8745 on file", "536-22-8745"), Some(0.85));
+        assert_eq!(score("id 536 22 8745 on file", "536 22 8745"), Some(0.6));
     }
 
     #[test]

@@ -18,8 +18,14 @@ pub(crate) mod scores {
     pub const EMAIL: f32 = 0.95;
     /// `123-45-6789` shape passing the SSA rules.
     pub const SSN_DASHED: f32 = 0.85;
-    /// `123 45 6789` / `123.45.6789` shape passing the SSA rules.
-    pub const SSN_LOOSE: f32 = 0.55;
+    /// `123 45 6789` / `123.45.6789` shape passing the SSA rules (at the shipped policies'
+    /// identifier threshold: an SSN shape is acted on without a label).
+    pub const SSN_LOOSE: f32 = 0.6;
+    /// `123-45-6789` shape the SSA would never issue (area 000/666/9xx, group 00, serial 0000):
+    /// still typed as an SSN — people mistype, and test data is made of these — but lower.
+    pub const SSN_DASHED_UNISSUED: f32 = 0.6;
+    /// `123 45 6789` / `123.45.6789` shape the SSA would never issue.
+    pub const SSN_LOOSE_UNISSUED: f32 = 0.45;
     /// NANP 3-3-4 with separators or parentheses.
     pub const PHONE_NANP: f32 = 0.75;
     /// E.164 with a leading `+`.

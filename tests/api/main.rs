@@ -14,6 +14,7 @@ mod chat;
 mod classifier;
 mod faults;
 mod hostile;
+mod leaks;
 mod local;
 mod policy;
 mod streaming;
