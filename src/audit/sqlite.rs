@@ -23,6 +23,28 @@ pub struct SqliteStore {
     pool: SqlitePool,
     options: SqliteConnectOptions,
     writer: tokio::sync::Mutex<Option<SqliteConnection>>,
+    /// The writer's exclusive lock on `<path>.lock`, held while the store lives: two writers
+    /// would each extend the chain from their own idea of its tail.
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes the one-writer lock of the database at `path`.
+fn writer_lock(path: &str) -> Result<std::fs::File, AuditError> {
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(db)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Database(format!(
+            "another veil server is writing the audit database {path} (it holds {lock_path}); \
+             run one server per SQLite file, or give each its own audit.url"
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(db(e)),
+    }
 }
 
 fn db(e: impl std::fmt::Display) -> AuditError {
@@ -37,6 +59,7 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(parent).map_err(db)?;
         }
+        let lock = writer_lock(path)?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(db)?
             .create_if_missing(true)
@@ -57,6 +80,7 @@ impl SqliteStore {
             pool,
             options,
             writer: tokio::sync::Mutex::new(None),
+            _lock: Some(lock),
         })
     }
 }
@@ -83,6 +107,7 @@ impl SqliteStore {
             pool,
             options,
             writer: tokio::sync::Mutex::new(None),
+            _lock: None,
         })
     }
 }

@@ -246,3 +246,28 @@ async fn verify_reads_only_and_refuses_a_missing_database() {
     assert_eq!(outcomes[0].outcome.as_deref(), Some("upstream_error"));
     veil.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_sqlite_file_is_refused() {
+    let first = Veil::start().await;
+    let url = format!("sqlite://{}", first.db.display());
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&mock, dir.path());
+    c.audit.url = url.clone();
+    let err = veil::server::start(c.clone(), env)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("another veil server is writing the audit database"),
+        "{err}"
+    );
+    // Once the first one has stopped, the file is free.
+    first.stop().await;
+    let second = veil::server::start(c, env)
+        .await
+        .expect("starts once the file is free");
+    second.shutdown().await;
+}
