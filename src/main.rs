@@ -147,9 +147,62 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum AuditCommand {
-    /// Check the hash chain of the audit log.
+    /// Check the hash chain of the audit log (read-only; safe beside a live server).
     Verify,
+    /// List the requests that match filters (newest first), or count them with --stats.
+    Query {
+        /// From this time on (RFC 3339 or YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time (RFC 3339 or YYYY-MM-DD), exclusive.
+        #[arg(long)]
+        to: Option<String>,
+        /// Tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// API key id.
+        #[arg(long)]
+        key: Option<String>,
+        /// Action: allow, redact, local, block, reject.
+        #[arg(long)]
+        action: Option<String>,
+        /// Route: local or an upstream name.
+        #[arg(long)]
+        route: Option<String>,
+        /// A rule id that matched.
+        #[arg(long)]
+        rule: Option<String>,
+        /// An entity type that was found (e.g. SSN).
+        #[arg(long)]
+        entity: Option<String>,
+        /// HTTP status sent.
+        #[arg(long)]
+        status: Option<i64>,
+        /// Outcome: completed, blocked, upstream_error, …
+        #[arg(long)]
+        outcome: Option<String>,
+        /// One request id.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Requests that carried this value ("-": read it from standard input), found by its
+        /// keyed digest under VEIL_HMAC_KEY; needs --type.
+        #[arg(long, requires = "value_type")]
+        value: Option<String>,
+        /// Entity type of --value (e.g. SSN).
+        #[arg(long = "type", id = "value_type")]
+        value_type: Option<String>,
+        /// table, jsonl or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Most rows (newest first).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Counts by action, route, entity type, tenant and day instead of rows.
+        #[arg(long)]
+        stats: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -228,6 +281,66 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => audit_verify(config_file).map(|()| 0),
+        Command::Audit {
+            command:
+                AuditCommand::Query {
+                    from,
+                    to,
+                    tenant,
+                    key,
+                    action,
+                    route,
+                    rule,
+                    entity,
+                    status,
+                    outcome,
+                    request_id,
+                    value,
+                    value_type,
+                    format,
+                    limit,
+                    stats,
+                },
+        } => {
+            let config = Config::load(config_file)?;
+            let format = match format.as_str() {
+                "table" => veil::audit::Format::Table,
+                "jsonl" => veil::audit::Format::Jsonl,
+                "csv" => veil::audit::Format::Csv,
+                other => bail!("--format {other:?}: use table, jsonl or csv"),
+            };
+            let hmac = match (value, value_type) {
+                (Some(value), Some(entity)) => Some(value_digest(&config, &value, &entity)?),
+                _ => None,
+            };
+            let query = veil::audit::Query {
+                from,
+                to,
+                tenant,
+                key_id: key,
+                action,
+                route,
+                rule,
+                entity,
+                status,
+                outcome,
+                request_id,
+                hmac,
+                limit,
+            };
+            runtime()?.block_on(async move {
+                let store = veil::audit::open_read_only(&config.audit.url).await?;
+                if stats {
+                    print!("{}", store.stats(&query).await?.render());
+                } else {
+                    print!(
+                        "{}",
+                        veil::audit::render(&store.query(&query).await?, format)
+                    );
+                }
+                anyhow::Ok(0)
+            })
+        }
     }
 }
 
@@ -446,6 +559,31 @@ fn scan_jsonl(set: &PolicySet, acted_on: bool, input: &Path, output: &Path) -> a
     }
     writer.flush()?;
     Ok(())
+}
+
+/// The stored digest of a value (first 16 hex digits), under the deployment's value key.
+fn value_digest(config: &Config, value: &str, entity: &str) -> anyhow::Result<String> {
+    let value = if value == "-" {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        value.to_owned()
+    };
+    let entity: veil::detect::EntityType = entity
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--type {entity:?} is not an entity type"))?;
+    let Some(key) = std::env::var(&config.hmac_key_env)
+        .ok()
+        .filter(|k| !k.is_empty())
+    else {
+        bail!(
+            "set {} to the key the server used: digests are keyed, so a value can only be found with that key",
+            config.hmac_key_env
+        );
+    };
+    let digest = veil::audit::ValueDigester::new(key.as_bytes()).digest(entity.as_str(), &value);
+    Ok(digest.get(..16).unwrap_or(&digest).to_owned())
 }
 
 fn audit_verify(path: &Path) -> anyhow::Result<()> {

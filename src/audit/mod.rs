@@ -14,6 +14,7 @@
 //! decision and outcome once the database is back; the log is unhealthy from a failed or
 //! overdue write until a write succeeds again.
 
+mod query;
 mod sqlite;
 
 use std::collections::VecDeque;
@@ -28,6 +29,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+pub use query::{Format, Query, RequestRow, Stats, render};
 pub use sqlite::SqliteStore;
 
 use crate::policy::RuleHit;
@@ -239,6 +241,10 @@ pub trait AuditStore: Send + Sync + 'static {
     fn rows(&self) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>>;
     /// Whether the database answers.
     fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>>;
+    /// Requests matching a query, newest first.
+    fn query<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Vec<RequestRow>, AuditError>>;
+    /// Counts over the requests matching a query.
+    fn stats<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Stats, AuditError>>;
 }
 
 /// Proof that a decision record is durable; the routing stage takes nothing else.
@@ -302,16 +308,29 @@ impl ValueDigester {
         Self { key: key.into() }
     }
 
-    /// HMAC-SHA256 of `entity:value`, hex.
+    /// HMAC-SHA256 of `entity:value`, hex, over the value's canonical form ([`canonical`]): the
+    /// same SSN typed `536-22-8745` or `536 22 8745` has one digest, so `veil audit query
+    /// --value` finds it in either form.
     pub fn digest(&self, entity: &str, value: &str) -> String {
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
             return String::new();
         };
         mac.update(entity.as_bytes());
         mac.update(b":");
-        mac.update(value.as_bytes());
+        mac.update(canonical(value).as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
+}
+
+/// A value as digested: normalized as the detectors read it (NFKC, invisible characters
+/// removed, every decimal digit in ASCII), lower-cased, keeping only letters, digits and `@`.
+pub fn canonical(value: &str) -> String {
+    crate::detect::normalize::normalize(value)
+        .text
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '@')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Handle to the audit writer; cheap to clone.
@@ -860,6 +879,12 @@ mod tests {
         }
         fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>> {
             self.inner.ping()
+        }
+        fn query<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Vec<RequestRow>, AuditError>> {
+            self.inner.query(q)
+        }
+        fn stats<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Stats, AuditError>> {
+            self.inner.stats(q)
         }
     }
 

@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
+use super::query::{Query, RequestRow, Stats};
 use super::{AuditError, AuditStore, BoxFuture, StoredRow};
 
 /// SQLite-backed [`AuditStore`].
@@ -109,6 +110,51 @@ impl SqliteStore {
             writer: tokio::sync::Mutex::new(None),
             _lock: None,
         })
+    }
+}
+
+/// `FROM audit_requests WHERE …` with every filter of `q` bound.
+fn push_filtered(qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>, q: &Query) {
+    qb.push(" FROM audit_requests WHERE 1 = 1");
+    let text = [
+        (" AND ts >= ", &q.from),
+        (" AND ts < ", &q.to),
+        (" AND tenant = ", &q.tenant),
+        (" AND key_id = ", &q.key_id),
+        (" AND action = ", &q.action),
+        (" AND route = ", &q.route),
+        (" AND outcome = ", &q.outcome),
+        (" AND request_id = ", &q.request_id),
+    ];
+    for (clause, value) in text {
+        if let Some(v) = value {
+            qb.push(clause).push_bind(v.clone());
+        }
+    }
+    if let Some(status) = q.status {
+        qb.push(" AND status = ").push_bind(status);
+    }
+    if let Some(rule) = &q.rule {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM json_each(rules) WHERE json_extract(value, '$.rule') = ",
+        )
+        .push_bind(rule.clone())
+        .push(")");
+    }
+    if let Some(entity) = &q.entity {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM json_each(entities) WHERE json_extract(value, '$.entity') = ",
+        )
+        .push_bind(entity.clone())
+        .push(")");
+    }
+    if let Some(hmac) = &q.hmac {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM json_each(entities) e, json_each(json_extract(e.value, '$.spans')) s \
+             WHERE json_extract(s.value, '$.hmac') = ",
+        )
+        .push_bind(hmac.clone())
+        .push(")");
     }
 }
 
@@ -207,6 +253,89 @@ impl AuditStore for SqliteStore {
                     hash: r.get(10),
                 })
                 .collect())
+        })
+    }
+
+    fn query<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Vec<RequestRow>, AuditError>> {
+        Box::pin(async move {
+            let mut qb = sqlx::QueryBuilder::new(
+                "SELECT seq, ts, request_id, tenant, key_id, model, action, route, rules, entities, \
+                 policy, outcome, status, error_code",
+            );
+            push_filtered(&mut qb, q);
+            qb.push(" ORDER BY seq DESC");
+            if let Some(limit) = q.limit {
+                qb.push(" LIMIT ")
+                    .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+            }
+            let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    RequestRow::from_columns(
+                        r.get(0),
+                        r.get(1),
+                        r.get(2),
+                        r.get(3),
+                        r.get(4),
+                        r.get(5),
+                        r.get(6),
+                        r.get(7),
+                        r.get(8),
+                        r.get(9),
+                        r.get(10),
+                        r.get(11),
+                        r.get(12),
+                        r.get(13),
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn stats<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Stats, AuditError>> {
+        Box::pin(async move {
+            let mut stats = Stats::default();
+            let groups: [(&str, &str); 5] = [
+                ("action", "COALESCE(action, '-')"),
+                ("route", "COALESCE(route, '-')"),
+                ("tenant", "COALESCE(tenant, '-')"),
+                ("day", "substr(ts, 1, 10)"),
+                (
+                    "entity",
+                    "(SELECT group_concat(json_extract(value, '$.entity'), ' ') FROM json_each(entities))",
+                ),
+            ];
+            for (name, expr) in groups {
+                let mut qb = sqlx::QueryBuilder::new(format!("SELECT {expr} AS k, COUNT(*) AS n"));
+                push_filtered(&mut qb, q);
+                qb.push(" GROUP BY k");
+                let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
+                for r in rows {
+                    let key: Option<String> = r.get(0);
+                    let n = u64::try_from(r.get::<i64, _>(1)).unwrap_or(0);
+                    let map = match name {
+                        "action" => &mut stats.by_action,
+                        "route" => &mut stats.by_route,
+                        "tenant" => &mut stats.by_tenant,
+                        "day" => &mut stats.by_day,
+                        _ => &mut stats.by_entity,
+                    };
+                    if name == "entity" {
+                        // A request counts once for each type it carried.
+                        for t in key.unwrap_or_default().split_whitespace() {
+                            *map.entry(t.to_owned()).or_default() += n;
+                        }
+                    } else {
+                        *map.entry(key.unwrap_or_else(|| "-".to_owned()))
+                            .or_default() += n;
+                    }
+                    if name == "action" {
+                        stats.requests += n;
+                    }
+                }
+            }
+            Ok(stats)
         })
     }
 

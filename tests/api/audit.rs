@@ -271,3 +271,102 @@ async fn a_second_server_on_the_same_sqlite_file_is_refused() {
         .expect("starts once the file is free");
     second.shutdown().await;
 }
+
+fn query_cli(db: &std::path::Path, args: &[&str]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["--config", repo().join("veil.toml").to_str().unwrap()])
+        .args(["audit", "query"])
+        .args(args)
+        .env("VEIL_AUDIT_URL", format!("sqlite://{}", db.display()))
+        .env("VEIL_HMAC_KEY", "test-hmac-key")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn auditors_query_by_filter_and_by_value_without_the_log_holding_it() {
+    let mut veil = Veil::start().await;
+    for (key, text) in [
+        (KEY_DEFAULT, "my SSN is 536-22-8745"),
+        (KEY_HIPAA, "SSN 536 22 8745 for the claim"),
+        (KEY_DEFAULT, "mail jane.morrow@example.com"),
+        (KEY_DEFAULT, "charge 4111 1111 1111 1111"),
+        (KEY_DEFAULT, "what is a mutex?"),
+    ] {
+        let _ = veil.chat(key, user(text)).await.bytes().await;
+    }
+    veil.wait_rows(10).await;
+    let db = veil.db.clone();
+    // Stopped, but its temporary directory (and the database) kept.
+    if let Some(r) = veil.running.take() {
+        r.shutdown().await;
+    }
+
+    // "Did this SSN go anywhere?" — both spellings, found by digest.
+    let out = query_cli(
+        &db,
+        &[
+            "--value",
+            "536-22-8745",
+            "--type",
+            "SSN",
+            "--format",
+            "jsonl",
+        ],
+    );
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows.iter()
+            .all(|r| r["action"] == "local" && r["entities"]["SSN"] == 1)
+    );
+    assert!(!out.contains("536"), "{out}");
+
+    let out = query_cli(&db, &["--action", "block", "--format", "jsonl"]);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["rules"], json!(["pci.card.block"]));
+    assert_eq!(rows[0]["status"], 403);
+
+    let out = query_cli(
+        &db,
+        &["--entity", "EMAIL", "--route", "mock", "--format", "csv"],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "ts,request_id,tenant,key_id,action,route,rules,entities,outcome,status"
+    );
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].contains(",k-default,redact,mock,contact.redact,EMAILx1,completed,200"),
+        "{out}"
+    );
+
+    let out = query_cli(&db, &["--key", "k-hipaa"]);
+    assert!(out.ends_with("1 request(s)\n"), "{out}");
+    let out = query_cli(&db, &["--rule", "identifiers.local"]);
+    assert!(out.ends_with("1 request(s)\n"), "{out}");
+    let out = query_cli(&db, &["--to", "2000-01-01"]);
+    assert!(out.ends_with("0 request(s)\n"), "{out}");
+
+    let stats = query_cli(&db, &["--stats"]);
+    assert!(stats.starts_with("5 request(s)\n"), "{stats}");
+    for line in [
+        "  local                    2",
+        "  block                    1",
+        "  SSN                      2",
+        "  test                     5",
+    ] {
+        assert!(stats.contains(line), "{line:?} in {stats}");
+    }
+}
