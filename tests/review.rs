@@ -176,6 +176,24 @@ fn shipped_policies_lint_clean_but_for_the_missing_baa() {
     );
 }
 
+/// `veil policy test` on the shipped policies and their suites (policies/tests), with the
+/// shipped configuration: the classifier and ONNX Runtime `make` fetches.
+#[test]
+fn the_shipped_policy_suites_pass() {
+    let o = veil(&["policy", "test"]);
+    let out = stdout(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{out}");
+    let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 30, "{out}");
+}
+
 #[test]
 fn a_failing_case_prints_what_differs() {
     let dir = tempfile::tempdir().unwrap();
