@@ -1,11 +1,15 @@
-//! Values identified only by the keyword in front of them: medical record numbers, health
-//! plan member ids, account numbers and device serials (`MRN: 1234567`, `member id
-//! XYZ123456`, `acct # 0042-77312`, `S/N AB12-34567`), plus the tenant's own MRN formats.
+//! Values identified only by the label in front of them: medical record numbers, health
+//! plan member ids, account numbers, license numbers, device serials and identifiers of no more
+//! specific kind (`MRN: 1234567`, `record #88410-KLM`, `insurance plan #RZ-5531902`,
+//! `acct # 0042-77312`, `S/N AB12-34567`, `ref. code: TK-2291`, `claim # 7731-XQ`), plus the
+//! tenant's own MRN formats. The label types the value: MRN, HEALTH_PLAN_ID, ACCOUNT,
+//! DRIVERS_LICENSE, DEVICE_ID, or the generic `ID`. The labels are the keyword table's.
 //!
-//! Invariants: a value is looked for only right after a keyword hit (a few filler bytes or
-//! words such as `#`, `:`, `no.`, `number`, `is` in between); it must be one token of letters,
+//! Invariants: a value is looked for only right after a label (a few filler bytes or words
+//! such as `#`, `:`, `no.`, `number`, `code`, `is` in between); it must be one token of letters,
 //! digits and inner hyphens with enough digits to be an identifier, so `account of 3 factors`
-//! or `MRN unknown` report nothing.
+//! or `MRN unknown` report nothing. Where labels end at the same place (`member id`, `id`), the
+//! longer, more specific one types the value.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -24,17 +28,29 @@ const FILLER_WORDS: &[&[u8]] = &[
 
 /// The custom entity name used for driver's license numbers (HIPAA: license numbers).
 pub const DRIVERS_LICENSE: &str = "DRIVERS_LICENSE";
+/// The custom entity name used for identifiers of no more specific kind (HIPAA: any other
+/// unique identifying number or code).
+pub const GENERIC_ID: &str = "ID";
 const MAX_GAP: usize = 20;
 const MAX_VALUE: usize = 32;
 const CUSTOM_WINDOW: usize = 64;
 
 /// Reports the values that follow anchor keywords.
 pub(crate) fn scan(s: &mut Scan<'_>, mrn_formats: &[Regex]) {
-    let anchors: Vec<(usize, u64)> = s
+    let mut anchors: Vec<(usize, usize, u64)> = s
         .hits
-        .of(class::MRN | class::PLAN | class::ACCOUNT | class::DEVICE | class::ZIP | class::LICENSE)
-        .map(|h| (h.end, h.class))
+        .of(class::MRN
+            | class::PLAN
+            | class::ACCOUNT
+            | class::DEVICE
+            | class::ZIP
+            | class::LICENSE
+            | class::ID)
+        .map(|h| (h.end, h.start, h.class))
         .collect();
+    // In label order; of labels ending together, the longest (most specific) first.
+    anchors.sort_by_key(|&(end, start, _)| (end, start));
+    let anchors = anchors.into_iter().map(|(end, _, class)| (end, class));
     let mut last_value_end = 0;
     for (end, cls) in anchors {
         if cls & class::ZIP != 0 {
@@ -58,8 +74,10 @@ pub(crate) fn scan(s: &mut Scan<'_>, mrn_formats: &[Regex]) {
             (EntityType::HealthPlanId, names::HEALTH_PLAN)
         } else if cls & class::ACCOUNT != 0 {
             (EntityType::Account, names::ACCOUNT)
-        } else {
+        } else if cls & class::DEVICE != 0 {
             (EntityType::DeviceId, names::DEVICE)
+        } else {
+            (EntityType::Custom(Arc::from(GENERIC_ID)), names::ID)
         };
         let Some(start) = value_start(s.bytes, end) else {
             continue;

@@ -41,6 +41,8 @@ pub(crate) mod class {
     pub const IBAN: u64 = 1 << 24;
     pub const EMAIL: u64 = 1 << 25;
     pub const LICENSE: u64 = 1 << 26;
+    /// A label that introduces an identifier of no more specific kind (claim, case, reference).
+    pub const ID: u64 = 1 << 27;
 }
 
 use class::*;
@@ -199,6 +201,15 @@ const KEYWORDS: &[(&str, u64)] = &[
     ("pt id", MRN),
     ("hospital number", MRN),
     ("unit number", MRN),
+    ("record", MRN),
+    ("chart", MRN),
+    ("member", PLAN),
+    ("subscriber", PLAN),
+    ("beneficiary", PLAN),
+    ("policy", PLAN),
+    ("plan", PLAN),
+    ("insurance", PLAN),
+    ("insurer", PLAN),
     ("member id", PLAN),
     ("member number", PLAN),
     ("member #", PLAN),
@@ -242,6 +253,14 @@ const KEYWORDS: &[(&str, u64)] = &[
     ("device serial", DEVICE),
     ("udi", DEVICE),
     ("meid", DEVICE),
+    // Labels of identifiers of no more specific kind.
+    ("id", ID),
+    ("identifier", ID),
+    ("claim", ID),
+    ("case", ID),
+    ("reference", ID),
+    ("ref", ID),
+    ("rx", ID),
     ("driver's license", LICENSE),
     ("driver’s license", LICENSE),
     ("drivers license", LICENSE),
@@ -612,7 +631,12 @@ mod tests {
     fn joiners_and_case() {
         let k = Keywords::new().unwrap();
         let h = k.scan("MEMBER-ID x; member_id y; Member Id z; memberid");
-        assert_eq!(h.of(PLAN).count(), 4);
+        // The two-word label, however joined (the bare "member" is a label of its own too).
+        let phrase = h
+            .of(PLAN)
+            .filter(|x| x.end - x.start > "member".len())
+            .count();
+        assert_eq!(phrase, 4);
         let h = k.scan("see https://x.example and www.example.org, March");
         assert_eq!(h.of(URL_SCHEME).count(), 1);
         assert_eq!(h.of(WWW).count(), 1);

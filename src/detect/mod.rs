@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use anchored::DRIVERS_LICENSE;
+pub use anchored::{DRIVERS_LICENSE, GENERIC_ID};
 pub use encoded::opaque_blobs;
 pub use recognizer::names as recognizers;
 

@@ -111,6 +111,7 @@ recognizers! {
     ACCOUNT = "account_context": "Value after an account keyword (0.85).",
     VIN = "vin_check_digit": "17-character VIN with valid check digit (0.8; 0.95 with context).",
     LICENSE = "license_context": "Value after a driver's-license keyword, as DRIVERS_LICENSE (0.85).",
+    ID = "id_context": "Value after an identifier label of no more specific kind (claim, case, ref, Rx, ID), as ID (0.85).",
     DEVICE = "device_serial_context": "Value after a serial-number or device-id keyword (0.85).",
     DENY = "deny_list": "Whole-word match of a configured deny-list term (0.9).",
 }

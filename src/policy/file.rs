@@ -188,6 +188,7 @@ pub fn compile(path: &Path, text: &str) -> Result<Policy, TomlError> {
         .collect();
     // Custom types the pattern tier itself emits.
     declared.insert(crate::detect::DRIVERS_LICENSE);
+    declared.insert(crate::detect::GENERIC_ID);
     let entity = |s: &Spanned<String>, key: String| -> Result<EntityType, TomlError> {
         let parsed = s
             .get_ref()

@@ -33,6 +33,7 @@ pub const PROTECTED: &[(&str, Class)] = &[
     ("ACCOUNT", Class::Phi),
     ("IBAN", Class::Phi),
     ("DRIVERS_LICENSE", Class::Phi),
+    ("ID", Class::Phi),
     ("VIN", Class::Phi),
     ("DEVICE_ID", Class::Phi),
     ("URL", Class::Phi),
