@@ -634,15 +634,16 @@ fn nanp(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
             let (Some(area), Some(exch)) = (run.digits(a, a), run.digits(e, e)) else {
                 continue;
             };
-            if !checksum::nanp_area_valid(area.as_slice())
-                || !checksum::nanp_exchange_valid(exch.as_slice())
-            {
-                continue;
-            }
+            // The NANP rules raise confidence; a number typed outside them is still a number.
+            let issued = checksum::nanp_area_valid(area.as_slice())
+                && checksum::nanp_exchange_valid(exch.as_slice());
             let s1 = run.sep(a);
             let s2 = run.sep(e);
-            if !matches!(s2, b"-" | b"." | b" ")
-                || s1.iter().any(|b| matches!(b, b'/' | b'_' | b'('))
+            // `617/555-0142` and `617/555/0142` are numbers too: three-three-four groups are no
+            // date.
+            let slashed = s1 == b"/" && matches!(s2, b"-" | b"/");
+            if !(matches!(s2, b"-" | b"." | b" ") || slashed)
+                || (!slashed && s1.iter().any(|b| matches!(b, b'/' | b'_' | b'(')))
             {
                 continue;
             }
@@ -656,7 +657,11 @@ fn nanp(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
             }
             // Optional country code 1 before the area code.
             let mut first = a;
-            let mut score = scores::PHONE_NANP;
+            let mut score = if issued {
+                scores::PHONE_NANP
+            } else {
+                scores::PHONE_NANP_UNASSIGNED
+            };
             if a >= 1
                 && run.len(a - 1) == 1
                 && run.value(a - 1) == 1

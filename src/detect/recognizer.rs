@@ -28,6 +28,9 @@ pub(crate) mod scores {
     pub const SSN_LOOSE_UNISSUED: f32 = 0.45;
     /// NANP 3-3-4 with separators or parentheses.
     pub const PHONE_NANP: f32 = 0.75;
+    /// The same shape with an area code or exchange NANP never assigns (`123-456-7890`):
+    /// still a number someone typed, at the policies' default threshold.
+    pub const PHONE_NANP_UNASSIGNED: f32 = 0.5;
     /// E.164 with a leading `+`.
     pub const PHONE_E164: f32 = 0.8;
     /// Trunk-prefixed national format (`0490 75 40 81`).
