@@ -642,9 +642,9 @@ fn nanp(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
             // `617/555-0142` and `617/555/0142` are numbers too: three-three-four groups are no
             // date.
             let slashed = s1 == b"/" && matches!(s2, b"-" | b"/");
-            if !(matches!(s2, b"-" | b"." | b" ") || slashed)
-                || (!slashed && s1.iter().any(|b| matches!(b, b'/' | b'_' | b'(')))
-            {
+            let plain = matches!(s2, b"-" | b"." | b" ")
+                && !s1.iter().any(|b| matches!(b, b'/' | b'_' | b'('));
+            if !(plain || slashed) {
                 continue;
             }
             let opened = if a == 0 {
