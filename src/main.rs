@@ -149,10 +149,27 @@ enum KeyCommand {
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per process
 enum AuditCommand {
-    /// Check the hash chain of the audit log (read-only; safe beside a live server).
-    Verify,
+    /// Check the hash chain of the audit log (read-only; safe beside a live server). Exit code 1
+    /// when a link is broken.
+    Verify {
+        /// Database URL [default: audit.url from veil.toml].
+        #[arg(long)]
+        db: Option<String>,
+        /// First sequence number to check (its link to the row before is taken as given).
+        #[arg(long)]
+        from: Option<i64>,
+        /// Last sequence number to check.
+        #[arg(long)]
+        to: Option<i64>,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the requests that match filters (newest first), or count them with --stats.
     Query {
+        /// Database URL [default: audit.url from veil.toml].
+        #[arg(long)]
+        db: Option<String>,
         /// From this time on (RFC 3339 or YYYY-MM-DD), inclusive.
         #[arg(long)]
         from: Option<String>,
@@ -279,11 +296,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => audit_verify(config_file).map(|()| 0),
+            command: AuditCommand::Verify { db, from, to, json },
+        } => audit_verify(config_file, db, from, to, json),
         Command::Audit {
             command:
                 AuditCommand::Query {
+                    db,
                     from,
                     to,
                     tenant,
@@ -328,8 +346,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 hmac,
                 limit,
             };
+            let url = db.unwrap_or(config.audit.url);
             runtime()?.block_on(async move {
-                let store = veil::audit::open_read_only(&config.audit.url).await?;
+                let store = veil::audit::open_read_only(&url).await?;
                 if stats {
                     print!("{}", store.stats(&query).await?.render());
                 } else {
@@ -586,22 +605,45 @@ fn value_digest(config: &Config, value: &str, entity: &str) -> anyhow::Result<St
     Ok(digest.get(..16).unwrap_or(&digest).to_owned())
 }
 
-fn audit_verify(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+fn audit_verify(
+    path: &Path,
+    db: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let url = match db {
+        Some(url) => url,
+        None => Config::load(path)?.audit.url,
+    };
     runtime()?.block_on(async move {
         // Read-only, and never the server's start-up work: verifying a live database must not
         // write to it, and a missing one is an error, not an empty chain.
-        let store = veil::audit::open_read_only(&config.audit.url).await?;
-        let rows = store.rows().await?;
-        let problems = veil::audit::verify(&rows);
-        if problems.is_empty() {
-            println!("ok: {} rows, chain intact", rows.len());
-            Ok(())
+        let store = veil::audit::open_read_only(&url).await?;
+        let v = veil::audit::verify_store(store.as_ref(), from, to).await?;
+        let intact = v.problems.is_empty();
+        if json {
+            let problems: Vec<Value> = v
+                .problems
+                .iter()
+                .map(|p| json!({"seq": p.seq, "problem": p.problem}))
+                .collect();
+            let doc = json!({"rows": v.rows, "from": from, "to": to, "intact": intact,
+                             "first_problem": problems.first(), "problems": problems});
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else if intact {
+            println!("ok: {} rows, chain intact", v.rows);
         } else {
-            for p in &problems {
+            for p in &v.problems {
                 println!("seq {}: {}", p.seq, p.problem);
             }
-            bail!("{} problem(s) in the audit chain", problems.len())
+            println!(
+                "{} problem(s) in {} rows; the first at seq {}",
+                v.problems.len(),
+                v.rows,
+                v.problems.first().map_or(0, |p| p.seq)
+            );
         }
+        Ok(u8::from(!intact))
     })
 }

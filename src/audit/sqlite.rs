@@ -229,11 +229,23 @@ impl AuditStore for SqliteStore {
     }
 
     fn rows(&self) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>> {
+        self.rows_page(0, i64::MAX, i64::MAX)
+    }
+
+    fn rows_page(
+        &self,
+        after: i64,
+        to: i64,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>> {
         Box::pin(async move {
             let rows = sqlx::query(
                 "SELECT seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash \
-                 FROM audit_log ORDER BY seq",
+                 FROM audit_log WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             )
+            .bind(after)
+            .bind(to)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;

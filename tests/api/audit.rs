@@ -372,3 +372,66 @@ async fn auditors_query_by_filter_and_by_value_without_the_log_holding_it() {
         assert!(stats.contains(line), "{line:?} in {stats}");
     }
 }
+
+#[tokio::test]
+async fn verify_reports_the_first_broken_link_as_json_and_checks_ranges() {
+    let mut veil = Veil::start().await;
+    for text in ["one", "two", "three"] {
+        let _ = veil.chat(KEY_DEFAULT, user(text)).await.bytes().await;
+    }
+    veil.wait_rows(6).await;
+    let db = veil.db.clone();
+    if let Some(r) = veil.running.take() {
+        r.shutdown().await;
+    }
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
+            .args([
+                "audit",
+                "verify",
+                "--db",
+                &format!("sqlite://{}", db.display()),
+            ])
+            .args(args)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--from", "3", "--to", "4", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (doc["rows"].clone(), doc["intact"].clone()),
+        (json!(2), json!(true))
+    );
+
+    // Someone with write access drops the guard and edits an outcome.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(
+            "UPDATE audit_log SET body = replace(body, 'completed', 'blocked') WHERE seq = 4",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    let o = run(&["--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["intact"], false);
+    assert_eq!(doc["first_problem"]["seq"], 4);
+    let o = run(&[]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .ends_with("1 problem(s) in 6 rows; the first at seq 4\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
