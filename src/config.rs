@@ -66,6 +66,19 @@ pub struct Config {
     /// Environment variable holding the HMAC key for audit value digests and hash redaction.
     #[serde(default = "default_hmac_key_env")]
     pub hmac_key_env: String,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin API (audit queries over HTTP).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Hex SHA-256 of the admin token (`veil key hash` prints it); unset, the admin API is off.
+    /// The token is never an API key.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
 }
 
 /// HTTP listener and request limits.
@@ -456,6 +469,20 @@ impl Config {
                 return Err(invalid(
                     format!("key[{i}].sha256"),
                     "must be 64 hex digits; run `veil key hash` to produce it",
+                ));
+            }
+        }
+        if let Some(h) = &self.admin.token_sha256 {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "admin.token_sha256".to_owned(),
+                    "must be 64 hex digits; run `veil key hash` to produce it",
+                ));
+            }
+            if self.keys.iter().any(|k| k.sha256.eq_ignore_ascii_case(h)) {
+                return Err(invalid(
+                    "admin.token_sha256".to_owned(),
+                    "the admin token must not also be an API key; give it its own token",
                 ));
             }
         }

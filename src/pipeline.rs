@@ -49,6 +49,8 @@ pub struct AppState {
     pub local: LocalModel,
     /// Limits.
     pub server: ServerConfig,
+    /// The admin API's token (hashed).
+    pub admin: crate::config::AdminConfig,
 }
 
 /// Facts about the HTTP request, gathered by the edge.
@@ -763,6 +765,86 @@ pub async fn models(state: Arc<AppState>, meta: RequestMeta) -> Reply {
         action: "allow".to_owned(),
         route: None,
         body: ReplyBody::Json(json!({"object": "list", "data": data})),
+    }
+}
+
+/// What an admin request reads.
+#[derive(Debug, Clone)]
+pub enum AdminRead {
+    /// Requests matching a query.
+    Requests(crate::audit::Query),
+    /// Counts over them.
+    Stats(crate::audit::Query),
+    /// The chain, or the rows `from..=to`.
+    Verify {
+        /// First sequence number.
+        from: Option<i64>,
+        /// Last sequence number.
+        to: Option<i64>,
+    },
+}
+
+/// Handles `GET /admin/audit*`: only with the admin token (an API key gets 403), and every read,
+/// allowed or refused, is itself an audit record.
+pub async fn admin(state: Arc<AppState>, meta: RequestMeta, read: AdminRead) -> Reply {
+    let mut trail = Trail::new(&state.audit, &meta);
+    let request_id = meta.request_id.clone();
+    let Some(want) = state.admin.token_sha256.as_deref() else {
+        return reject_with(trail, request_id, ApiError::AdminDisabled).await;
+    };
+    let presented = meta
+        .authorization
+        .as_deref()
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|h| h.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| crate::auth::hash_key(token.trim()));
+    if !presented.is_some_and(|h| h.eq_ignore_ascii_case(want)) {
+        // Name the API key if it was one: an application trying to read the log is worth seeing.
+        let snap = state.snapshot.load();
+        if let Ok(p) = snap.keys.authenticate(meta.authorization.as_deref()) {
+            trail.decision.key_id = Some(p.key_id.to_string());
+            trail.decision.tenant = Some(p.tenant.to_string());
+        }
+        return reject_with(trail, request_id, ApiError::AdminForbidden).await;
+    }
+    trail.decision.key_id = Some("admin".to_owned());
+    trail.decision.action = "allow".to_owned();
+    let result = match &read {
+        AdminRead::Requests(q) => state
+            .audit
+            .query(q)
+            .await
+            .map(|rows| json!({"object": "list", "data": rows})),
+        AdminRead::Stats(q) => state
+            .audit
+            .stats(q)
+            .await
+            .map(|s| serde_json::to_value(s).unwrap_or_default()),
+        AdminRead::Verify { from, to } => state.audit.verify(*from, *to).await.map(|v| {
+            let problems: Vec<Value> = v
+                .problems
+                .iter()
+                .map(|p| json!({"seq": p.seq, "problem": p.problem}))
+                .collect();
+            json!({"rows": v.rows, "intact": problems.is_empty(),
+                   "first_problem": problems.first(), "problems": problems})
+        }),
+    };
+    match result {
+        Ok(body) => {
+            trail.finish(200, "completed", None, None).await;
+            Reply {
+                request_id,
+                action: "allow".to_owned(),
+                route: None,
+                body: ReplyBody::Json(body),
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin read failed");
+            reject_with(trail, request_id, ApiError::AuditRead).await
+        }
     }
 }
 

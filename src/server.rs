@@ -106,6 +106,7 @@ pub async fn start(
         ),
         local,
         server: config.server.clone(),
+        admin: config.admin.clone(),
     });
     let listener = TcpListener::bind(config.server.listen)
         .await

@@ -72,6 +72,17 @@ pub enum ApiError {
     /// Known path, wrong method.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// The admin API needs the admin token (an API key is not one).
+    #[error(
+        "the admin API needs the admin token (Authorization: Bearer <admin token>); API keys are not admin tokens"
+    )]
+    AdminForbidden,
+    /// No admin token is configured, so the admin API is off.
+    #[error("the admin API is off: set admin.token_sha256 in veil.toml (veil key hash prints it)")]
+    AdminDisabled,
+    /// The audit log could not be read.
+    #[error("the audit log could not be read; see the veil logs")]
+    AuditRead,
     /// Not built yet: a clear error, never a fake answer.
     #[error("{0} is not supported by this version of veil")]
     NotImplemented(&'static str),
@@ -263,6 +274,24 @@ impl ApiError {
                 "invalid_request_error",
                 "method_not_allowed",
                 "rejected",
+            ),
+            Self::AdminForbidden => m(
+                S::FORBIDDEN,
+                "permission_error",
+                "admin_forbidden",
+                "rejected",
+            ),
+            Self::AdminDisabled => m(
+                S::FORBIDDEN,
+                "permission_error",
+                "admin_disabled",
+                "rejected",
+            ),
+            Self::AuditRead => m(
+                S::SERVICE_UNAVAILABLE,
+                "server_error",
+                "audit_unavailable",
+                "error",
             ),
             Self::NotImplemented(_) => m(
                 S::NOT_IMPLEMENTED,

@@ -51,6 +51,18 @@ pub fn router(
             post(chat).fallback(method_not_allowed),
         )
         .route("/v1/models", get(models).fallback(method_not_allowed))
+        .route(
+            "/admin/audit",
+            get(admin_requests).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/audit/stats",
+            get(admin_stats).fallback(method_not_allowed),
+        )
+        .route(
+            "/admin/audit/verify",
+            get(admin_verify).fallback(method_not_allowed),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", metrics_route)
@@ -149,6 +161,126 @@ async fn models(
 ) -> Response {
     let meta = meta(&state, addr, &uri, &headers);
     respond(pipeline::models(state, meta).await)
+}
+
+/// Filters of the admin audit endpoints (`?tenant=…&action=…`), as `veil audit query` has them.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminParams {
+    from: Option<String>,
+    to: Option<String>,
+    tenant: Option<String>,
+    key: Option<String>,
+    action: Option<String>,
+    route: Option<String>,
+    rule: Option<String>,
+    entity: Option<String>,
+    status: Option<i64>,
+    outcome: Option<String>,
+    request_id: Option<String>,
+    limit: Option<usize>,
+    from_seq: Option<i64>,
+    to_seq: Option<i64>,
+}
+
+impl AdminParams {
+    fn query(self) -> crate::audit::Query {
+        crate::audit::Query {
+            from: self.from,
+            to: self.to,
+            tenant: self.tenant,
+            key_id: self.key,
+            action: self.action,
+            route: self.route,
+            rule: self.rule,
+            entity: self.entity,
+            status: self.status,
+            outcome: self.outcome,
+            request_id: self.request_id,
+            hmac: None,
+            // A page at a time over HTTP.
+            limit: Some(self.limit.unwrap_or(1000).min(10_000)),
+        }
+    }
+}
+
+async fn admin_read(
+    state: Arc<AppState>,
+    addr: SocketAddr,
+    uri: &Uri,
+    headers: &HeaderMap,
+    read: impl FnOnce(AdminParams) -> pipeline::AdminRead,
+) -> Response {
+    let meta = meta(&state, addr, uri, headers);
+    let params: Result<AdminParams, _> = admin_params(uri.query().unwrap_or_default());
+    match params {
+        Ok(p) => respond(pipeline::admin(state, meta, read(p)).await),
+        Err(message) => respond(
+            pipeline::reject(
+                state,
+                meta,
+                error::ApiError::InvalidRequest(openai::InvalidRequest {
+                    message,
+                    param: None,
+                }),
+            )
+            .await,
+        ),
+    }
+}
+
+/// Parses query parameters strictly (unknown names refused, never values echoed).
+fn admin_params(query: &str) -> Result<AdminParams, String> {
+    axum::extract::Query::<AdminParams>::try_from_uri(
+        &format!("/?{query}")
+            .parse::<Uri>()
+            .map_err(|_| "malformed query string".to_owned())?,
+    )
+    .map(|q| q.0)
+    .map_err(|_| {
+        "unknown or malformed parameter; use from, to, tenant, key, action, route, rule, entity, status, outcome, request_id, limit, from_seq, to_seq".to_owned()
+    })
+}
+
+async fn admin_requests(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    admin_read(state, addr, &uri, &headers, |p| {
+        pipeline::AdminRead::Requests(p.query())
+    })
+    .await
+}
+
+async fn admin_stats(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    admin_read(state, addr, &uri, &headers, |p| {
+        let mut q = p.query();
+        q.limit = None;
+        pipeline::AdminRead::Stats(q)
+    })
+    .await
+}
+
+async fn admin_verify(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    admin_read(state, addr, &uri, &headers, |p| {
+        pipeline::AdminRead::Verify {
+            from: p.from_seq,
+            to: p.to_seq,
+        }
+    })
+    .await
 }
 
 async fn not_found(

@@ -574,6 +574,21 @@ impl AuditLog {
         self.store.rows().await
     }
 
+    /// Requests matching a query (the admin API).
+    pub async fn query(&self, q: &Query) -> Result<Vec<RequestRow>, AuditError> {
+        self.store.query(q).await
+    }
+
+    /// Counts over the requests matching a query (the admin API).
+    pub async fn stats(&self, q: &Query) -> Result<Stats, AuditError> {
+        self.store.stats(q).await
+    }
+
+    /// Verifies the chain, or the rows `from..=to` of it (the admin API).
+    pub async fn verify(&self, from: Option<i64>, to: Option<i64>) -> Result<Verifier, AuditError> {
+        verify_store(self.store.as_ref(), from, to).await
+    }
+
     async fn submit(&self, rows: Vec<Row>) -> Result<(), AuditError> {
         self.health
             .unwritten

@@ -435,3 +435,99 @@ async fn verify_reports_the_first_broken_link_as_json_and_checks_ranges() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+const ADMIN_TOKEN: &str = "test-admin-token";
+
+#[tokio::test]
+async fn the_admin_api_answers_only_the_admin_token_and_audits_every_read() {
+    // Off unless configured.
+    let off = Veil::start().await;
+    let resp = off
+        .client
+        .get(off.url("/admin/audit"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "admin_disabled");
+    off.stop().await;
+
+    let veil = Veil::start_with(|c| {
+        c.admin.token_sha256 = Some(veil::auth::hash_key(ADMIN_TOKEN));
+    })
+    .await;
+    let _ = veil
+        .chat(KEY_DEFAULT, user("charge 4111 1111 1111 1111"))
+        .await
+        .bytes()
+        .await;
+    let _ = veil
+        .chat(KEY_DEFAULT, user("mail a.b@example.com"))
+        .await
+        .bytes()
+        .await;
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = veil.client.get(veil.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    // An API key, or no token: refused, and the attempt is recorded with the key's id.
+    for token in [Some(KEY_DEFAULT), None, Some("guess")] {
+        let resp = get("/admin/audit", token).await.unwrap();
+        assert_eq!(resp.status(), 403, "{token:?}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "admin_forbidden");
+    }
+    let resp = get("/admin/audit?action=block", Some(ADMIN_TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["rules"], json!(["pci.card.block"]));
+    let stats: Value = get("/admin/audit/stats", Some(ADMIN_TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["by_action"]["block"], 1);
+    assert_eq!(stats["by_action"]["redact"], 1);
+    let verify: Value = get("/admin/audit/verify", Some(ADMIN_TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verify["intact"], true);
+    let resp = get("/admin/audit?smuggled=1", Some(ADMIN_TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // Every admin request is itself in the log: 3 refused, 3 answered, 1 malformed.
+    let rows = veil.wait_rows(4 + 2 * 7).await;
+    let admin: Vec<Value> = rows
+        .iter()
+        .filter(|r| r.kind == "decision")
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+        .filter(|d| d["endpoint"].as_str().unwrap().starts_with("/admin/"))
+        .collect();
+    assert_eq!(admin.len(), 7);
+    assert_eq!(admin[0]["key_id"], "k-default");
+    assert_eq!(admin[0]["reason_code"], "admin_forbidden");
+    assert_eq!(
+        admin
+            .iter()
+            .filter(|d| d["key_id"] == "admin" && d["action"] == "allow")
+            .count(),
+        3
+    );
+    assert!(!contains(&veil.db_bytes(), ADMIN_TOKEN));
+    veil.stop().await;
+}
