@@ -51,17 +51,14 @@ pub fn router(
             post(chat).fallback(method_not_allowed),
         )
         .route("/v1/models", get(models).fallback(method_not_allowed))
-        .route(
-            "/admin/audit",
-            get(admin_requests).fallback(method_not_allowed),
-        )
+        .route("/admin/audit", get(admin).fallback(method_not_allowed))
         .route(
             "/admin/audit/stats",
-            get(admin_stats).fallback(method_not_allowed),
+            get(admin).fallback(method_not_allowed),
         )
         .route(
             "/admin/audit/verify",
-            get(admin_verify).fallback(method_not_allowed),
+            get(admin).fallback(method_not_allowed),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -204,29 +201,38 @@ impl AdminParams {
     }
 }
 
-async fn admin_read(
-    state: Arc<AppState>,
-    addr: SocketAddr,
-    uri: &Uri,
-    headers: &HeaderMap,
-    read: impl FnOnce(AdminParams) -> pipeline::AdminRead,
+/// `GET /admin/audit[/stats|/verify]`: the filters from the query string, the read from the
+/// path.
+async fn admin(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
-    let meta = meta(&state, addr, uri, headers);
-    let params: Result<AdminParams, _> = admin_params(uri.query().unwrap_or_default());
-    match params {
-        Ok(p) => respond(pipeline::admin(state, meta, read(p)).await),
-        Err(message) => respond(
-            pipeline::reject(
-                state,
-                meta,
-                error::ApiError::InvalidRequest(openai::InvalidRequest {
-                    message,
-                    param: None,
-                }),
-            )
-            .await,
-        ),
-    }
+    let meta = meta(&state, addr, &uri, &headers);
+    let params = match admin_params(uri.query().unwrap_or_default()) {
+        Ok(p) => p,
+        Err(message) => {
+            let error = error::ApiError::InvalidRequest(openai::InvalidRequest {
+                message,
+                param: None,
+            });
+            return respond(pipeline::reject(state, meta, error).await);
+        }
+    };
+    let read = match uri.path() {
+        "/admin/audit/stats" => {
+            let mut q = params.query();
+            q.limit = None;
+            pipeline::AdminRead::Stats(q)
+        }
+        "/admin/audit/verify" => pipeline::AdminRead::Verify {
+            from: params.from_seq,
+            to: params.to_seq,
+        },
+        _ => pipeline::AdminRead::Requests(params.query()),
+    };
+    respond(pipeline::admin(state, meta, read).await)
 }
 
 /// Parses query parameters strictly (unknown names refused, never values echoed).
@@ -240,47 +246,6 @@ fn admin_params(query: &str) -> Result<AdminParams, String> {
     .map_err(|_| {
         "unknown or malformed parameter; use from, to, tenant, key, action, route, rule, entity, status, outcome, request_id, limit, from_seq, to_seq".to_owned()
     })
-}
-
-async fn admin_requests(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    admin_read(state, addr, &uri, &headers, |p| {
-        pipeline::AdminRead::Requests(p.query())
-    })
-    .await
-}
-
-async fn admin_stats(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    admin_read(state, addr, &uri, &headers, |p| {
-        let mut q = p.query();
-        q.limit = None;
-        pipeline::AdminRead::Stats(q)
-    })
-    .await
-}
-
-async fn admin_verify(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    admin_read(state, addr, &uri, &headers, |p| {
-        pipeline::AdminRead::Verify {
-            from: p.from_seq,
-            to: p.to_seq,
-        }
-    })
-    .await
 }
 
 async fn not_found(
