@@ -128,6 +128,29 @@ pub struct AuditConfig {
     pub write_timeout_ms: u64,
     /// Rows waiting to be written before new requests fail closed.
     pub queue: usize,
+    /// Environment variable holding the chain key (HMAC of every row; at least 16 bytes, and not
+    /// the value-digest key). Every instance writing one database, and every auditor verifying
+    /// it, needs the same key.
+    pub chain_key_env: String,
+    /// Where the chain key is kept when the variable is unset (created on first start; the
+    /// default sits beside a SQLite database, which suits a single machine, not production).
+    pub chain_key_file: Option<PathBuf>,
+    /// Environment variable holding the checkpoint signing key (Ed25519 seed, 64 hex digits).
+    pub signing_key_env: String,
+    /// Where the signing key is kept when the variable is unset (created on first start).
+    pub signing_key_file: Option<PathBuf>,
+    /// Where the public key is written at start, for auditors (`--public-key`).
+    pub public_key_file: Option<PathBuf>,
+    /// File outside the database each signed checkpoint is appended to.
+    pub checkpoint_file: Option<PathBuf>,
+    /// Sign a checkpoint after this many rows…
+    pub checkpoint_rows: u64,
+    /// …or this many seconds after the last one, if rows were written since.
+    pub checkpoint_secs: u64,
+    /// Days rows are kept at least: `veil audit prune` removes nothing younger, and `verify`
+    /// reports a log missing younger rows (six years: HIPAA's retention for documentation,
+    /// 45 CFR 164.316(b)(2); PCI DSS 10.5.1 asks for one).
+    pub retention_days: u64,
 }
 
 impl Default for AuditConfig {
@@ -136,7 +159,49 @@ impl Default for AuditConfig {
             url: "sqlite://data/audit.db".to_owned(),
             write_timeout_ms: 2_000,
             queue: 4_096,
+            chain_key_env: "VEIL_AUDIT_CHAIN_KEY".to_owned(),
+            chain_key_file: None,
+            signing_key_env: "VEIL_AUDIT_SIGNING_KEY".to_owned(),
+            signing_key_file: None,
+            public_key_file: None,
+            checkpoint_file: None,
+            checkpoint_rows: 1_000,
+            checkpoint_secs: 60,
+            retention_days: 6 * 365 + 2,
         }
+    }
+}
+
+impl AuditConfig {
+    /// The directory of a SQLite database, where key and checkpoint files go by default.
+    fn sqlite_dir(&self) -> Option<PathBuf> {
+        let path = Path::new(self.url.strip_prefix("sqlite://")?);
+        Some(path.parent().unwrap_or(Path::new(".")).to_owned())
+    }
+
+    fn file_or_default(&self, set: Option<&PathBuf>, name: &str) -> Option<PathBuf> {
+        set.cloned()
+            .or_else(|| self.sqlite_dir().map(|dir| dir.join(name)))
+    }
+
+    /// The chain key file in effect (none: PostgreSQL without one set).
+    pub fn chain_key_path(&self) -> Option<PathBuf> {
+        self.file_or_default(self.chain_key_file.as_ref(), "audit-chain.key")
+    }
+
+    /// The signing key file in effect.
+    pub fn signing_key_path(&self) -> Option<PathBuf> {
+        self.file_or_default(self.signing_key_file.as_ref(), "audit-signing.key")
+    }
+
+    /// The public key file in effect.
+    pub fn public_key_path(&self) -> Option<PathBuf> {
+        self.file_or_default(self.public_key_file.as_ref(), "audit-signing.pub")
+    }
+
+    /// The checkpoint file in effect.
+    pub fn checkpoint_path(&self) -> Option<PathBuf> {
+        self.file_or_default(self.checkpoint_file.as_ref(), "audit-checkpoints.jsonl")
     }
 }
 
@@ -425,6 +490,17 @@ impl Config {
         fix(&mut self.local.model);
         fix(&mut self.classifier.dir);
         fix(&mut self.classifier.ort_library);
+        for p in [
+            &mut self.audit.chain_key_file,
+            &mut self.audit.signing_key_file,
+            &mut self.audit.public_key_file,
+            &mut self.audit.checkpoint_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
         if let Some(rest) = self.audit.url.strip_prefix("sqlite://") {
             let p = Path::new(rest);
             if p.is_relative() && !rest.starts_with(':') {

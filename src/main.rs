@@ -164,6 +164,48 @@ enum AuditCommand {
         /// One JSON document instead of text.
         #[arg(long)]
         json: bool,
+        /// A checkpoint file kept outside the database (repeatable) [default:
+        /// audit.checkpoint_file, if it exists]. With it, a cut tail or an older copy of the
+        /// database is detected.
+        #[arg(long = "checkpoints", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+        /// The checkpoint signers' public key file (repeatable) [default:
+        /// audit.public_key_file, if it exists].
+        #[arg(long = "public-key", value_name = "FILE")]
+        public_keys: Vec<PathBuf>,
+        /// Verify an export written by `veil audit export` instead of a database.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["db", "from", "to"])]
+        export: Option<PathBuf>,
+    },
+    /// Write a range of the chain, its signed checkpoints and the public key to a directory,
+    /// to be verified elsewhere with `veil audit verify --export DIR`.
+    Export {
+        /// Database URL [default: audit.url from veil.toml].
+        #[arg(long)]
+        db: Option<String>,
+        /// First row: a sequence number, an RFC 3339 time or a date (inclusive) [default: 1].
+        #[arg(long)]
+        from: Option<String>,
+        /// Last row: a sequence number (inclusive), or a time or date (exclusive) [default: the
+        /// last]. The export extends to the next signed checkpoint.
+        #[arg(long)]
+        to: Option<String>,
+        /// Directory to write (absent or empty).
+        dir: PathBuf,
+    },
+    /// Remove rows older than a date, up to the last signed checkpoint before it, after
+    /// verifying the whole chain (rows younger than audit.retention_days are never removed).
+    /// With SQLite the server must be stopped (it holds the database as its writer).
+    Prune {
+        /// Database URL [default: audit.url from veil.toml].
+        #[arg(long)]
+        db: Option<String>,
+        /// Remove rows written before this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        before: String,
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List the requests that match filters (newest first), or count them with --stats.
     Query {
@@ -296,8 +338,39 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Audit {
-            command: AuditCommand::Verify { db, from, to, json },
-        } => audit_verify(config_file, db, from, to, json),
+            command:
+                AuditCommand::Verify {
+                    db,
+                    from,
+                    to,
+                    json,
+                    checkpoints,
+                    public_keys,
+                    export,
+                },
+        } => audit_verify(
+            config_file,
+            VerifyArgs {
+                db,
+                from,
+                to,
+                json,
+                checkpoints,
+                public_keys,
+                export,
+            },
+        ),
+        Command::Audit {
+            command: AuditCommand::Export { db, from, to, dir },
+        } => audit_export(config_file, db, from, to, &dir),
+        Command::Audit {
+            command:
+                AuditCommand::Prune {
+                    db,
+                    before,
+                    dry_run,
+                },
+        } => audit_prune(config_file, db, &before, dry_run),
         Command::Audit {
             command:
                 AuditCommand::Query {
@@ -605,45 +678,247 @@ fn value_digest(config: &Config, value: &str, entity: &str) -> anyhow::Result<St
     Ok(digest.get(..16).unwrap_or(&digest).to_owned())
 }
 
-fn audit_verify(
-    path: &Path,
+/// Arguments of `veil audit verify`.
+struct VerifyArgs {
     db: Option<String>,
     from: Option<i64>,
     to: Option<i64>,
     json: bool,
-) -> anyhow::Result<u8> {
-    let url = match db {
-        Some(url) => url,
-        None => Config::load(path)?.audit.url,
+    checkpoints: Vec<PathBuf>,
+    public_keys: Vec<PathBuf>,
+    export: Option<PathBuf>,
+}
+
+/// The config file's settings, or the defaults when there is none (an auditor verifying an
+/// export or a copied database on another machine has no `veil.toml`).
+fn config_or_default(path: &Path) -> anyhow::Result<Config> {
+    if path.exists() {
+        return Ok(Config::load(path)?);
+    }
+    let mut config = Config::parse(path, "")?;
+    config.apply_env(path, |k| std::env::var(k).ok())?;
+    Ok(config)
+}
+
+fn audit_verify(path: &Path, args: VerifyArgs) -> anyhow::Result<u8> {
+    let mut config = config_or_default(path)?;
+    if let Some(db) = &args.db {
+        // Key and checkpoint files not set explicitly are looked for beside this database.
+        config.audit.url.clone_from(db);
+    }
+    let (evidence, damaged) = veil::audit::keys::evidence(
+        &config.audit,
+        |k| std::env::var(k).ok(),
+        &args.public_keys,
+        &args.checkpoints,
+    )?;
+    let url = args.db.unwrap_or(config.audit.url);
+    let (v, scope) = match &args.export {
+        Some(dir) => {
+            let (m, v) = veil::audit::export::verify_export(dir, &evidence)?;
+            (
+                v,
+                format!(
+                    "export {} (seq {}..={})",
+                    dir.display(),
+                    m.from_seq,
+                    m.to_seq
+                ),
+            )
+        }
+        None => runtime()?.block_on(async {
+            // Read-only, and never the server's start-up work: verifying a live database must
+            // not write to it, and a missing one is an error, not an empty chain.
+            let store = veil::audit::open_read_only(&url).await?;
+            let v =
+                veil::audit::verify_store(store.as_ref(), args.from, args.to, &evidence).await?;
+            anyhow::Ok((v, url.clone()))
+        })?,
     };
+    let mut v = v;
+    v.notices.splice(0..0, damaged);
+    let notices = &v.notices;
+    let intact = v.problems.is_empty();
+    if args.json {
+        let mut doc = v.report();
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("scope".to_owned(), json!(scope));
+            map.insert("from".to_owned(), json!(args.from));
+            map.insert("to".to_owned(), json!(args.to));
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(u8::from(!intact));
+    }
+    for n in notices {
+        println!("note: {n}");
+    }
+    if intact {
+        println!(
+            "ok: {} rows, chain intact; MACs {}; {} signed checkpoint(s) matched",
+            v.rows,
+            if v.macs_checked {
+                "checked"
+            } else {
+                "not checked"
+            },
+            v.checkpoints_matched
+        );
+    } else {
+        for p in &v.problems {
+            println!("seq {}: {}", p.seq, p.problem);
+        }
+        println!(
+            "{} problem(s) in {} rows; the first at seq {}",
+            v.problems.len(),
+            v.rows,
+            v.problems.first().map_or(0, |p| p.seq)
+        );
+    }
+    Ok(u8::from(!intact))
+}
+
+fn audit_prune(path: &Path, db: Option<String>, before: &str, dry_run: bool) -> anyhow::Result<u8> {
+    let mut config = config_or_default(path)?;
+    if let Some(db) = &db {
+        config.audit.url.clone_from(db);
+    }
+    let (evidence, _) =
+        veil::audit::keys::evidence(&config.audit, |k| std::env::var(k).ok(), &[], &[])?;
+    let Some(key) = evidence.key.clone() else {
+        bail!(
+            "prune needs the chain key ({}) to verify the chain and record the prune",
+            config.audit.chain_key_env
+        );
+    };
+    if evidence.public_keys.is_empty() {
+        bail!(
+            "prune needs the checkpoint public key (audit.public_key_file): it cuts only at a signed checkpoint"
+        );
+    }
+    let days = config.audit.retention_days;
+    let limit = time::OffsetDateTime::now_utc()
+        - time::Duration::days(i64::try_from(days).unwrap_or(i64::MAX / 86_400));
+    let limit = limit.format(&time::format_description::well_known::Rfc3339)?;
+    if before > limit.as_str() {
+        bail!(
+            "{before} is within the retention period ({days} days, audit.retention_days): rows \
+             written after {limit} are kept"
+        );
+    }
+    let url = config.audit.url.clone();
     runtime()?.block_on(async move {
-        // Read-only, and never the server's start-up work: verifying a live database must not
-        // write to it, and a missing one is an error, not an empty chain.
-        let store = veil::audit::open_read_only(&url).await?;
-        let v = veil::audit::verify_store(store.as_ref(), from, to).await?;
-        let intact = v.problems.is_empty();
-        if json {
-            let problems: Vec<Value> = v
-                .problems
-                .iter()
-                .map(|p| json!({"seq": p.seq, "problem": p.problem}))
-                .collect();
-            let doc = json!({"rows": v.rows, "from": from, "to": to, "intact": intact,
-                             "first_problem": problems.first(), "problems": problems});
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-        } else if intact {
-            println!("ok: {} rows, chain intact", v.rows);
-        } else {
-            for p in &v.problems {
-                println!("seq {}: {}", p.seq, p.problem);
-            }
-            println!(
-                "{} problem(s) in {} rows; the first at seq {}",
+        let store = veil::audit::open_writer(&url).await?;
+        let v = veil::audit::verify_store(store.as_ref(), None, None, &evidence).await?;
+        if let Some(p) = v.problems.first() {
+            bail!(
+                "the chain does not verify ({} problem(s); the first at seq {}: {}); prune \
+                 refuses to remove rows while it does",
                 v.problems.len(),
-                v.rows,
-                v.problems.first().map_or(0, |p| p.seq)
+                p.seq,
+                p.problem
             );
         }
-        Ok(u8::from(!intact))
+        // The last signed checkpoint whose row was written before `before`.
+        let mut through = None;
+        let checkpoints = store.checkpoints().await?;
+        for cp in checkpoints.iter().rev() {
+            if cp.check(&evidence.public_keys).is_err() || cp.seq <= v.pruned_through.unwrap_or(0) {
+                continue;
+            }
+            let row = store.rows_page(cp.seq - 1, cp.seq, 1).await?;
+            if row
+                .first()
+                .is_some_and(|r| r.ts.as_str() < before && r.hash == cp.head)
+            {
+                through = Some(cp);
+                break;
+            }
+        }
+        let Some(cp) = through else {
+            println!("nothing to prune: no signed checkpoint on a row written before {before}");
+            return Ok(0);
+        };
+        if dry_run {
+            println!(
+                "would remove rows up to seq {} (checkpoint signed at {})",
+                cp.seq, cp.ts
+            );
+            return Ok(0);
+        }
+        // Recorded first: the trail says who pruned what even if the delete then fails.
+        veil::audit::append_event(
+            store.as_ref(),
+            &key,
+            veil::audit::EventRecord {
+                id: format!("prune-{}", uuid::Uuid::now_v7()),
+                event: "audit_prune".to_owned(),
+                status: "accepted".to_owned(),
+                file: "audit_log".to_owned(),
+                old_digest: Some(cp.head.clone()),
+                new_digest: None,
+                reason: format!(
+                    "rows through seq {} written before {before} removed (retention {days} days)",
+                    cp.seq
+                ),
+            },
+        )
+        .await?;
+        let removed = store.prune(cp.seq).await?;
+        println!(
+            "removed {removed} rows (through seq {}); the chain now starts after the checkpoint \
+             signed at {}",
+            cp.seq, cp.ts
+        );
+        Ok(0)
+    })
+}
+
+fn audit_export(
+    path: &Path,
+    db: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    dir: &Path,
+) -> anyhow::Result<u8> {
+    let mut config = config_or_default(path)?;
+    if let Some(db) = &db {
+        config.audit.url.clone_from(db);
+    }
+    let (evidence, _) = veil::audit::keys::evidence(&config.audit, |_| None, &[], &[])?;
+    let url = db.unwrap_or(config.audit.url);
+    runtime()?.block_on(async {
+        let store = veil::audit::open_read_only(&url).await?;
+        let seq = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
+        let (from_time, to_time) = (
+            from.as_deref().filter(|_| seq(&from).is_none()),
+            to.as_deref().filter(|_| seq(&to).is_none()),
+        );
+        let bounds = if from_time.is_some() || to_time.is_some() {
+            store.seq_bounds(from_time, to_time).await?
+        } else {
+            None
+        };
+        if (from_time.is_some() || to_time.is_some()) && bounds.is_none() {
+            bail!("no audit rows in that time range");
+        }
+        let lo = seq(&from)
+            .or(from_time.and(bounds.map(|b| b.0)))
+            .unwrap_or(1);
+        let hi = match (seq(&to), to_time) {
+            (Some(s), _) => s,
+            (None, Some(_)) => bounds.map_or(0, |b| b.1),
+            (None, None) => store.tail().await?.map_or(0, |t| t.0),
+        };
+        let m =
+            veil::audit::export::export(store.as_ref(), lo, hi, &evidence.public_keys, dir).await?;
+        println!(
+            "exported rows {}..={} ({} rows, {} checkpoints) to {}",
+            m.from_seq,
+            m.to_seq,
+            m.rows,
+            m.checkpoints,
+            dir.display()
+        );
+        Ok(0)
     })
 }

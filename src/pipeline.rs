@@ -821,15 +821,7 @@ pub async fn admin(state: Arc<AppState>, meta: RequestMeta, read: AdminRead) -> 
             .stats(q)
             .await
             .map(|s| serde_json::to_value(s).unwrap_or_default()),
-        AdminRead::Verify { from, to } => state.audit.verify(*from, *to).await.map(|v| {
-            let problems: Vec<Value> = v
-                .problems
-                .iter()
-                .map(|p| json!({"seq": p.seq, "problem": p.problem}))
-                .collect();
-            json!({"rows": v.rows, "intact": problems.is_empty(),
-                   "first_problem": problems.first(), "problems": problems})
-        }),
+        AdminRead::Verify { from, to } => state.audit.verify(*from, *to).await.map(|v| v.report()),
     };
     match result {
         Ok(body) => {

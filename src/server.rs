@@ -90,10 +90,13 @@ pub async fn start(
     let sources = Sources::read(&config.policies.dir).map_err(SnapshotError::from)?;
     let snapshot =
         Snapshot::build_from(&config, &sources, &classifier, digester.clone(), |k| env(k))?;
+    let value_key = env(&config.hmac_key_env);
+    let sealing = crate::audit::keys::sealing(&config.audit, value_key.as_deref(), |k| env(k))?;
     let (audit, writer) = AuditLog::open(
         &config.audit.url,
         Duration::from_millis(config.audit.write_timeout_ms),
         config.audit.queue,
+        sealing,
     )
     .await?;
     let local = LocalModel::start(&config.local);

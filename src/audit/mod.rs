@@ -14,8 +14,14 @@
 //! decision and outcome once the database is back; the log is unhealthy from a failed or
 //! overdue write until a write succeeds again.
 
+pub mod chain;
+pub mod checkpoint;
+pub mod export;
+pub mod keys;
+mod postgres;
 mod query;
 mod sqlite;
+mod verify;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -26,11 +32,15 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 
+pub use chain::{ChainKey, NewRow};
+pub use checkpoint::{Checkpoint, Signer};
+pub use postgres::PostgresStore;
 pub use query::{Format, Query, RequestRow, Stats, render};
 pub use sqlite::SqliteStore;
+pub use verify::{ChainProblem, Evidence, Verifier, verify, verify_store};
 
 use crate::policy::RuleHit;
 
@@ -49,8 +59,11 @@ pub enum AuditError {
     /// The writer has stopped.
     #[error("the audit writer has stopped")]
     Closed,
+    /// A key or checkpoint file is missing, unreadable or invalid.
+    #[error("audit keys: {0}")]
+    Keys(String),
     /// The URL names an unsupported database.
-    #[error("unsupported audit database URL; use sqlite://path (postgres:// is not supported yet)")]
+    #[error("unsupported audit database URL; use sqlite://path or postgres://…")]
     UnsupportedUrl,
 }
 
@@ -176,7 +189,7 @@ pub struct EventRecord {
 }
 
 /// One row as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StoredRow {
     /// Chain position.
     pub seq: i64,
@@ -199,31 +212,12 @@ pub struct StoredRow {
     pub body: String,
     /// Previous row's hash.
     pub prev_hash: String,
-    /// This row's hash.
+    /// This row's hash (SHA-256 over every column and `prev_hash`).
     pub hash: String,
-}
-
-impl StoredRow {
-    /// The hash this row should carry given its content and `prev_hash`.
-    pub fn expected_hash(&self) -> String {
-        chain_hash(
-            &self.prev_hash,
-            self.seq,
-            &self.kind,
-            &self.request_id,
-            &self.ts,
-            &self.body,
-        )
-    }
-}
-
-fn chain_hash(prev: &str, seq: i64, kind: &str, request_id: &str, ts: &str, body: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [prev, &seq.to_string(), kind, request_id, ts, body] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    hex::encode(h.finalize())
+    /// Chain scheme: `v2` (keyed) or `v1` (legacy rows written before the chain was keyed).
+    pub scheme: String,
+    /// HMAC of `hash` under the chain key (`v2` rows).
+    pub mac: Option<String>,
 }
 
 /// A boxed future, so that stores can be trait objects.
@@ -233,8 +227,27 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait AuditStore: Send + Sync + 'static {
     /// Sequence number and hash of the last row, if any.
     fn tail(&self) -> BoxFuture<'_, Result<Option<(i64, String)>, AuditError>>;
-    /// Appends rows (already chained) in one transaction.
-    fn append<'a>(&'a self, rows: &'a [StoredRow]) -> BoxFuture<'a, Result<(), AuditError>>;
+    /// Chains `rows` after the last stored row and appends them, in one transaction that
+    /// excludes every other writer of the same database (several veil instances may share
+    /// one). Returns the new chain head `(seq, hash)`.
+    fn append<'a>(
+        &'a self,
+        rows: &'a [NewRow],
+        key: &'a ChainKey,
+    ) -> BoxFuture<'a, Result<(i64, String), AuditError>>;
+    /// Stores a signed checkpoint.
+    fn add_checkpoint<'a>(&'a self, cp: &'a Checkpoint) -> BoxFuture<'a, Result<(), AuditError>>;
+    /// Every checkpoint stored, in sequence order.
+    fn checkpoints(&self) -> BoxFuture<'_, Result<Vec<Checkpoint>, AuditError>>;
+    /// Deletes the rows with `seq <= through` (retention), past the append-only triggers, in
+    /// one transaction. Returns how many were deleted.
+    fn prune(&self, through: i64) -> BoxFuture<'_, Result<u64, AuditError>>;
+    /// The first and last sequence numbers of rows with `from <= ts < to` (RFC 3339 or dates).
+    fn seq_bounds<'a>(
+        &'a self,
+        from: Option<&'a str>,
+        to: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<(i64, i64)>, AuditError>>;
     /// Request ids whose decision has no outcome (a crash between the two).
     fn open_decisions(&self) -> BoxFuture<'_, Result<Vec<String>, AuditError>>;
     /// All rows in chain order (for tests; `verify` reads in pages).
@@ -291,10 +304,40 @@ struct Job {
 /// a database that does not exist is an error. For `veil audit` commands, which may run beside a
 /// live server.
 pub async fn open_read_only(url: &str) -> Result<Arc<dyn AuditStore>, AuditError> {
-    match url.strip_prefix("sqlite://") {
-        Some(path) => Ok(Arc::new(SqliteStore::open_read_only(path).await?)),
-        None => Err(AuditError::UnsupportedUrl),
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(SqliteStore::open_read_only(path).await?))
+    } else if is_postgres(url) {
+        Ok(Arc::new(PostgresStore::open_read_only(url).await?))
+    } else {
+        Err(AuditError::UnsupportedUrl)
     }
+}
+
+/// Opens the store named by `url` as a writer (created and migrated; for SQLite, the one-writer
+/// lock is taken).
+pub async fn open_writer(url: &str) -> Result<Arc<dyn AuditStore>, AuditError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(SqliteStore::open(path).await?))
+    } else if is_postgres(url) {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(AuditError::UnsupportedUrl)
+    }
+}
+
+/// Appends one event row directly (commands that hold the store without running a server).
+pub async fn append_event(
+    store: &dyn AuditStore,
+    key: &ChainKey,
+    event: EventRecord,
+) -> Result<(i64, String), AuditError> {
+    store
+        .append(&[to_new(&Row::Event(event), &now())], key)
+        .await
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Keyed digests of detected values, for correlation without storing them.
@@ -347,6 +390,9 @@ pub struct AuditLog {
     timeout: Duration,
     health: Arc<Health>,
     store: Arc<dyn AuditStore>,
+    /// The writer's own key and public key, for verifying over the admin API.
+    evidence: Arc<Evidence>,
+    checkpoint_file: Option<std::path::PathBuf>,
 }
 
 /// What the writer reports about its writes; read by [`AuditLog::is_healthy`].
@@ -436,13 +482,9 @@ impl AuditLog {
         url: &str,
         timeout: Duration,
         queue: usize,
+        sealing: Sealing,
     ) -> Result<(Self, WriterTask), AuditError> {
-        let store: Arc<dyn AuditStore> = if let Some(path) = url.strip_prefix("sqlite://") {
-            Arc::new(SqliteStore::open(path).await?)
-        } else {
-            return Err(AuditError::UnsupportedUrl);
-        };
-        Self::with_store(store, timeout, queue).await
+        Self::with_store(open_writer(url).await?, timeout, queue, sealing).await
     }
 
     /// Starts the writer over an existing store.
@@ -450,12 +492,24 @@ impl AuditLog {
         store: Arc<dyn AuditStore>,
         timeout: Duration,
         queue: usize,
+        sealing: Sealing,
     ) -> Result<(Self, WriterTask), AuditError> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let health = Arc::new(Health::new());
         let tail = store.tail().await?;
+        let evidence = Arc::new(Evidence {
+            key: Some(sealing.key.clone()),
+            public_keys: sealing
+                .checkpoints
+                .iter()
+                .map(|c| c.signer.public())
+                .collect(),
+            checkpoints: Vec::new(),
+            retention_days: sealing.retention_days,
+        });
+        let checkpoint_file = sealing.checkpoints.as_ref().and_then(|c| c.file.clone());
         let task = WriterTask {
-            handle: tokio::spawn(writer(store.clone(), rx, tail, health.clone())),
+            handle: tokio::spawn(writer(store.clone(), rx, sealing, tail, health.clone())),
             health: health.clone(),
         };
         let log = Self {
@@ -463,6 +517,8 @@ impl AuditLog {
             timeout,
             health,
             store,
+            evidence,
+            checkpoint_file,
         };
         let open = log.store.open_decisions().await?;
         if !open.is_empty() {
@@ -586,7 +642,20 @@ impl AuditLog {
 
     /// Verifies the chain, or the rows `from..=to` of it (the admin API).
     pub async fn verify(&self, from: Option<i64>, to: Option<i64>) -> Result<Verifier, AuditError> {
-        verify_store(self.store.as_ref(), from, to).await
+        let mut evidence = (*self.evidence).clone();
+        if let Some(path) = &self.checkpoint_file
+            && path.exists()
+        {
+            let (cps, damaged) = checkpoint::read_file(path).map_err(AuditError::Database)?;
+            let source = path.display().to_string();
+            evidence
+                .checkpoints
+                .extend(cps.into_iter().map(|cp| (source.clone(), cp)));
+            if let Some(first) = damaged.first() {
+                tracing::warn!(damaged = damaged.len(), first = %first, "checkpoint file has unreadable lines");
+            }
+        }
+        verify_store(self.store.as_ref(), from, to, &evidence).await
     }
 
     async fn submit(&self, rows: Vec<Row>) -> Result<(), AuditError> {
@@ -636,23 +705,125 @@ const MAX_PENDING: usize = 10_000;
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
+/// How the writer signs checkpoints.
+#[derive(Debug)]
+pub struct Checkpointing {
+    /// The signing key.
+    pub signer: Signer,
+    /// The file outside the database each checkpoint is appended to.
+    pub file: Option<std::path::PathBuf>,
+    /// Sign after this many new rows…
+    pub every_rows: u64,
+    /// …or this long after the last checkpoint, whichever comes first (only if rows were added).
+    pub every: Duration,
+}
+
+/// Chain key and checkpoints, for the writer.
+#[derive(Debug)]
+pub struct Sealing {
+    /// The key of the chain's MACs.
+    pub key: ChainKey,
+    /// Signed checkpoints (none: not signed; tests of other things only).
+    pub checkpoints: Option<Checkpointing>,
+    /// The retention period, in days, that `verify` holds a pruned log to.
+    pub retention_days: Option<u64>,
+}
+
+/// Checkpoint bookkeeping of the writer.
+struct Marks {
+    cfg: Option<Checkpointing>,
+    /// The chain head after the last successful append.
+    head: Option<(i64, String)>,
+    /// Rows appended since the last checkpoint.
+    since: u64,
+    last: Instant,
+}
+
+impl Marks {
+    /// When the next checkpoint is due by time, if one is pending.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        let cfg = self.cfg.as_ref()?;
+        (self.since > 0).then(|| tokio::time::Instant::from_std(self.last + cfg.every))
+    }
+
+    /// Signs the current head and stores it in the database and the checkpoint file. A failure
+    /// is logged and counted, and retried at the next occasion.
+    async fn sign(&mut self, store: &dyn AuditStore) {
+        let (Some(cfg), Some((seq, head))) = (self.cfg.as_ref(), self.head.as_ref()) else {
+            return;
+        };
+        self.last = Instant::now();
+        let cp = cfg.signer.sign(*seq, head, &now());
+        let stored = store.add_checkpoint(&cp).await;
+        let filed = match &cfg.file {
+            Some(path) => {
+                let (path, line) = (path.clone(), cp.clone());
+                tokio::task::spawn_blocking(move || checkpoint::append_to_file(&path, &line))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
+                    .map_err(|e| e.to_string())
+            }
+            None => Ok(()),
+        };
+        match (stored, filed) {
+            (Ok(()), Ok(())) => {
+                self.since = 0;
+                tracing::info!(seq = cp.seq, head = %cp.head, key_id = %cp.key_id, "audit checkpoint signed");
+                metrics::counter!("veil_audit_checkpoints_total").increment(1);
+            }
+            (stored, filed) => {
+                tracing::error!(
+                    seq = cp.seq,
+                    database = ?stored.err().map(|e| e.to_string()),
+                    file = ?filed.err(),
+                    "audit checkpoint could not be stored; retried later"
+                );
+                metrics::counter!("veil_audit_checkpoint_failures_total").increment(1);
+            }
+        }
+    }
+}
+
+/// Waits until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn writer(
     store: Arc<dyn AuditStore>,
     mut rx: mpsc::Receiver<Job>,
-    mut tail: Option<(i64, String)>,
+    sealing: Sealing,
+    tail: Option<(i64, String)>,
     health: Arc<Health>,
 ) {
-    // Rows of failed writes with the time they were queued, oldest first; written before
+    let key = sealing.key;
+    let mut marks = Marks {
+        cfg: sealing.checkpoints,
+        head: tail,
+        since: 0,
+        last: Instant::now(),
+    };
+    // Rows of failed writes, oldest first (each with the time it was queued); written before
     // anything newer.
-    let mut pending: VecDeque<(Row, String)> = VecDeque::new();
+    let mut pending: VecDeque<NewRow> = VecDeque::new();
     let mut backoff = RETRY_MIN;
     let mut open = true;
     loop {
         let mut jobs = Vec::new();
         if pending.is_empty() {
-            match rx.recv().await {
-                Some(job) => jobs.push(job),
-                None => break,
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => jobs.push(job),
+                    None => break,
+                },
+                () = sleep_until(marks.due()) => {
+                    marks.sign(store.as_ref()).await;
+                    continue;
+                }
             }
         } else if open {
             // Retry when the backoff ends, or at once when new rows arrive.
@@ -678,42 +849,33 @@ async fn writer(
             let ts = std::mem::take(&mut job.ts);
             pending.extend(
                 std::mem::take(&mut job.rows)
-                    .into_iter()
-                    .map(|row| (row, ts.clone())),
+                    .iter()
+                    .map(|row| to_new(row, &ts)),
             );
         }
 
-        let (mut seq, mut prev) = tail.clone().unwrap_or((0, GENESIS.to_owned()));
-        let mut rows = Vec::with_capacity(pending.len());
-        for (row, ts) in &pending {
-            seq += 1;
-            let stored = to_stored(row, seq, &prev, ts);
-            prev = stored.hash.clone();
-            rows.push(stored);
-        }
         health.begin(
             jobs.iter()
                 .map(|job| job.queued)
                 .min()
                 .unwrap_or_else(Instant::now),
         );
-        let result = store.append(&rows).await;
+        let rows = pending.make_contiguous();
+        let result = store.append(rows, &key).await;
         health.end(result.is_ok());
-        match &result {
-            Ok(()) => {
-                tail = Some((seq, prev));
+        let result = match result {
+            Ok(head) => {
+                marks.head = Some(head);
+                marks.since += pending.len() as u64;
                 health
                     .unwritten
                     .fetch_sub(pending.len() as u64, Ordering::Relaxed);
                 pending.clear();
                 backoff = RETRY_MIN;
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, rows = rows.len(), "audit write failed; rows kept for retry");
-                // The transaction rolled back; re-read the tail so the chain stays exact.
-                if let Ok(t) = store.tail().await {
-                    tail = t;
-                }
+                tracing::error!(error = %e, rows = pending.len(), "audit write failed; rows kept for retry");
                 if pending.len() > MAX_PENDING {
                     let dropped = pending.len() - MAX_PENDING;
                     pending.drain(..dropped);
@@ -724,17 +886,29 @@ async fn writer(
                     metrics::counter!("veil_audit_rows_dropped_total").increment(dropped as u64);
                 }
                 backoff = (backoff * 2).min(RETRY_MAX);
+                Err(e)
             }
-        }
+        };
         for job in jobs {
             if let Some(ack) = job.ack {
                 let _ = ack.send(result.clone());
             }
         }
+        if marks
+            .cfg
+            .as_ref()
+            .is_some_and(|cfg| marks.since >= cfg.every_rows)
+        {
+            marks.sign(store.as_ref()).await;
+        }
+    }
+    // A last checkpoint at shutdown, so that the tail written since the previous one is signed.
+    if marks.since > 0 {
+        marks.sign(store.as_ref()).await;
     }
 }
 
-fn to_stored(row: &Row, seq: i64, prev: &str, ts: &str) -> StoredRow {
+fn to_new(row: &Row, ts: &str) -> NewRow {
     let (request_id, kind, tenant, action, outcome, status, body) = match row {
         Row::Decision(d) => (
             d.request_id.clone(),
@@ -764,10 +938,7 @@ fn to_stored(row: &Row, seq: i64, prev: &str, ts: &str) -> StoredRow {
             serde_json::to_string(e),
         ),
     };
-    let body = body.unwrap_or_else(|_| "{}".to_owned());
-    let hash = chain_hash(prev, seq, kind, &request_id, ts, &body);
-    StoredRow {
-        seq,
+    NewRow {
         request_id,
         kind: kind.to_owned(),
         ts: ts.to_owned(),
@@ -775,9 +946,7 @@ fn to_stored(row: &Row, seq: i64, prev: &str, ts: &str) -> StoredRow {
         action,
         outcome,
         status,
-        body,
-        prev_hash: prev.to_owned(),
-        hash,
+        body: body.unwrap_or_else(|_| "{}".to_owned()),
     }
 }
 
@@ -787,129 +956,26 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
-/// Problems found by [`verify`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainProblem {
-    /// Sequence number of the row where the problem shows.
-    pub seq: i64,
-    /// What is wrong.
-    pub problem: String,
-}
-
-/// Checks the chain: sequence numbers contiguous from 1, each `prev_hash` equal to the previous
-/// row's hash, each hash matching the row's content.
-pub fn verify(rows: &[StoredRow]) -> Vec<ChainProblem> {
-    let mut v = Verifier::from_genesis();
-    v.feed(rows);
-    v.problems
-}
-
-/// Verifies the rows `from..=to` of a store (the whole chain by default), reading a page of
-/// rows at a time.
-pub async fn verify_store(
-    store: &dyn AuditStore,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> Result<Verifier, AuditError> {
-    verify_pages(store, from, to, 10_000).await
-}
-
-async fn verify_pages(
-    store: &dyn AuditStore,
-    from: Option<i64>,
-    to: Option<i64>,
-    page: i64,
-) -> Result<Verifier, AuditError> {
-    let mut after = from.map_or(0, |f| f.saturating_sub(1)).max(0);
-    let mut v = if after == 0 {
-        Verifier::from_genesis()
-    } else {
-        Verifier::from_inside()
-    };
-    let to = to.unwrap_or(i64::MAX);
-    loop {
-        let rows = store.rows_page(after, to, page).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.seq;
-        v.feed(&rows);
-        if i64::try_from(rows.len()).unwrap_or(page) < page {
-            break;
-        }
-    }
-    Ok(v)
-}
-
-/// Checks a chain piece by piece, so that a log of any size is verified in constant memory.
-#[derive(Debug, Clone)]
-pub struct Verifier {
-    prev: Option<String>,
-    expected_seq: Option<i64>,
-    /// Rows checked so far.
-    pub rows: u64,
-    /// What is wrong, in chain order.
-    pub problems: Vec<ChainProblem>,
-}
-
-impl Verifier {
-    /// A verifier for a chain read from its first row.
-    pub fn from_genesis() -> Self {
-        Self {
-            prev: Some(GENESIS.to_owned()),
-            expected_seq: Some(1),
-            rows: 0,
-            problems: Vec::new(),
-        }
-    }
-
-    /// A verifier for a range that starts inside the chain: its first row's link to the row
-    /// before it is taken as given (checked only when that row is read too).
-    pub fn from_inside() -> Self {
-        Self {
-            prev: None,
-            expected_seq: None,
-            rows: 0,
-            problems: Vec::new(),
-        }
-    }
-
-    /// Checks the next rows, in chain order.
-    pub fn feed(&mut self, rows: &[StoredRow]) {
-        for row in rows {
-            self.rows += 1;
-            if let Some(expected) = self.expected_seq
-                && row.seq != expected
-            {
-                self.problems.push(ChainProblem {
-                    seq: row.seq,
-                    problem: format!("expected sequence {expected}: rows are missing or reordered"),
-                });
-            }
-            if self.prev.as_ref().is_some_and(|p| *p != row.prev_hash) {
-                self.problems.push(ChainProblem {
-                    seq: row.seq,
-                    problem: "previous-hash link broken".to_owned(),
-                });
-            }
-            if row.expected_hash() != row.hash {
-                self.problems.push(ChainProblem {
-                    seq: row.seq,
-                    problem: "content does not match its hash (row altered)".to_owned(),
-                });
-            }
-            self.prev = Some(row.hash.clone());
-            self.expected_seq = Some(row.seq + 1);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn key() -> ChainKey {
+        ChainKey::new(&[9; 32]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn sealing() -> Sealing {
+        Sealing {
+            key: key(),
+            checkpoints: None,
+            retention_days: None,
+        }
+    }
+
     async fn log() -> (AuditLog, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let (log, _task) = AuditLog::open(&url, Duration::from_secs(5), 16)
+        let (log, _task) = AuditLog::open(&url, Duration::from_secs(5), 16, sealing())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         (log, dir)
@@ -960,12 +1026,12 @@ mod tests {
         }
         let store = log.store.clone();
         // Pages of 3 over 10 rows: the same verdict as reading them whole.
-        let v = verify_pages(store.as_ref(), None, None, 3)
+        let v = verify::verify_pages(store.as_ref(), None, None, &Evidence::default(), 3)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((v.rows, v.problems.len()), (10, 0));
         // A range starting inside the chain takes its first link as given.
-        let v = verify_pages(store.as_ref(), Some(5), Some(8), 3)
+        let v = verify::verify_pages(store.as_ref(), Some(5), Some(8), &Evidence::default(), 3)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((v.rows, v.problems.len()), (4, 0));
@@ -989,15 +1055,38 @@ mod tests {
         fn tail(&self) -> BoxFuture<'_, Result<Option<(i64, String)>, AuditError>> {
             self.inner.tail()
         }
-        fn append<'a>(&'a self, rows: &'a [StoredRow]) -> BoxFuture<'a, Result<(), AuditError>> {
+        fn append<'a>(
+            &'a self,
+            rows: &'a [NewRow],
+            key: &'a ChainKey,
+        ) -> BoxFuture<'a, Result<(i64, String), AuditError>> {
             Box::pin(async move {
                 let stall = self.stall.load(Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(stall)).await;
                 if self.down.load(Ordering::Relaxed) {
                     return Err(AuditError::Database("database is locked".into()));
                 }
-                self.inner.append(rows).await
+                self.inner.append(rows, key).await
             })
+        }
+        fn add_checkpoint<'a>(
+            &'a self,
+            cp: &'a Checkpoint,
+        ) -> BoxFuture<'a, Result<(), AuditError>> {
+            self.inner.add_checkpoint(cp)
+        }
+        fn checkpoints(&self) -> BoxFuture<'_, Result<Vec<Checkpoint>, AuditError>> {
+            self.inner.checkpoints()
+        }
+        fn seq_bounds<'a>(
+            &'a self,
+            from: Option<&'a str>,
+            to: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<Option<(i64, i64)>, AuditError>> {
+            self.inner.seq_bounds(from, to)
+        }
+        fn prune(&self, through: i64) -> BoxFuture<'_, Result<u64, AuditError>> {
+            self.inner.prune(through)
         }
         fn open_decisions(&self) -> BoxFuture<'_, Result<Vec<String>, AuditError>> {
             self.inner.open_decisions()
@@ -1035,10 +1124,14 @@ mod tests {
             down: AtomicBool::new(false),
             stall: AtomicU64::new(0),
         });
-        let (log, _task) =
-            AuditLog::with_store(store.clone(), Duration::from_millis(timeout_ms), 16)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        let (log, _task) = AuditLog::with_store(
+            store.clone(),
+            Duration::from_millis(timeout_ms),
+            16,
+            sealing(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         (log, store, dir)
     }
 
@@ -1131,10 +1224,14 @@ mod tests {
             down: AtomicBool::new(false),
             stall: AtomicU64::new(0),
         });
-        let (log, task) =
-            AuditLog::with_store(store.clone(), Duration::from_millis(timeout_ms), 16)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+        let (log, task) = AuditLog::with_store(
+            store.clone(),
+            Duration::from_millis(timeout_ms),
+            16,
+            sealing(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
         (log, task, store, dir)
     }
 
@@ -1195,7 +1292,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
         {
-            let (log, task) = AuditLog::open(&url, Duration::from_secs(5), 16)
+            let (log, task) = AuditLog::open(&url, Duration::from_secs(5), 16, sealing())
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             let d = DecisionRecord {
@@ -1207,7 +1304,7 @@ mod tests {
             drop(log);
             assert_eq!(task.finish(Duration::from_secs(5)).await, 0);
         }
-        let (log, _task) = AuditLog::open(&url, Duration::from_secs(5), 16)
+        let (log, _task) = AuditLog::open(&url, Duration::from_secs(5), 16, sealing())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let rows = log.rows().await.unwrap_or_else(|e| panic!("{e}"));

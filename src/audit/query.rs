@@ -171,6 +171,85 @@ const COLUMNS: [&str; 10] = [
     "status",
 ];
 
+/// The SQL that differs between databases for the JSON inside `audit_requests`; each filter
+/// fragment is completed with a bound value and `)`.
+pub(crate) struct Dialect {
+    /// A rule id matched.
+    pub rule: &'static str,
+    /// An entity type was found.
+    pub entity: &'static str,
+    /// A value digest was found.
+    pub hmac: &'static str,
+    /// The entity types of a request, space-separated.
+    pub entity_list: &'static str,
+}
+
+impl Dialect {
+    /// Groups of `--stats` and the expression each groups by.
+    pub fn groups(&self) -> [(Group, &'static str); 5] {
+        [
+            (Group::Action, "COALESCE(action, '-')"),
+            (Group::Route, "COALESCE(route, '-')"),
+            (Group::Tenant, "COALESCE(tenant, '-')"),
+            (Group::Day, "substr(ts, 1, 10)"),
+            (Group::Entity, self.entity_list),
+        ]
+    }
+}
+
+/// What `--stats` counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Group {
+    Action,
+    Route,
+    Tenant,
+    Day,
+    Entity,
+}
+
+/// `FROM audit_requests WHERE …` with every filter of `q` bound.
+pub(crate) fn push_filtered<'a, DB: sqlx::Database>(
+    qb: &mut sqlx::QueryBuilder<'a, DB>,
+    q: &Query,
+    dialect: &Dialect,
+) where
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    qb.push(" FROM audit_requests WHERE 1 = 1");
+    let text = [
+        (" AND ts >= ", &q.from),
+        (" AND ts < ", &q.to),
+        (" AND tenant = ", &q.tenant),
+        (" AND key_id = ", &q.key_id),
+        (" AND action = ", &q.action),
+        (" AND route = ", &q.route),
+        (" AND outcome = ", &q.outcome),
+        (" AND request_id = ", &q.request_id),
+    ];
+    for (clause, value) in text {
+        if let Some(v) = value {
+            qb.push(clause).push_bind(v.clone());
+        }
+    }
+    if let Some(status) = q.status {
+        qb.push(" AND status = ").push_bind(status);
+    }
+    let json = [
+        (dialect.rule, &q.rule),
+        (dialect.entity, &q.entity),
+        (dialect.hmac, &q.hmac),
+    ];
+    for (fragment, value) in json {
+        if let Some(v) = value {
+            qb.push(" AND ")
+                .push(fragment)
+                .push_bind(v.clone())
+                .push(")");
+        }
+    }
+}
+
 /// How `veil audit query` prints rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -252,6 +331,30 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Adds a count of `n` requests under `key` of `group` (for entities, `key` lists the types
+    /// a request carried: it counts once for each).
+    pub(crate) fn add(&mut self, group: Group, key: Option<String>, n: i64) {
+        let n = u64::try_from(n).unwrap_or(0);
+        let map = match group {
+            Group::Action => {
+                self.requests += n;
+                &mut self.by_action
+            }
+            Group::Route => &mut self.by_route,
+            Group::Tenant => &mut self.by_tenant,
+            Group::Day => &mut self.by_day,
+            Group::Entity => &mut self.by_entity,
+        };
+        let key = key.unwrap_or_else(|| "-".to_owned());
+        if group == Group::Entity {
+            for t in key.split_whitespace().filter(|t| *t != "-") {
+                *map.entry(t.to_owned()).or_default() += n;
+            }
+        } else {
+            *map.entry(key).or_default() += n;
+        }
+    }
+
     /// The counts as text, one table per dimension.
     pub fn render(&self) -> String {
         let mut out = format!("{} request(s)\n", self.requests);

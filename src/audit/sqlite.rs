@@ -15,8 +15,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
-use super::query::{Query, RequestRow, Stats};
-use super::{AuditError, AuditStore, BoxFuture, StoredRow};
+use super::query::{Dialect, Query, RequestRow, Stats, push_filtered};
+use super::{AuditError, AuditStore, BoxFuture, ChainKey, Checkpoint, GENESIS, NewRow, StoredRow};
 
 /// SQLite-backed [`AuditStore`].
 #[derive(Debug)]
@@ -113,58 +113,32 @@ impl SqliteStore {
     }
 }
 
-/// `FROM audit_requests WHERE …` with every filter of `q` bound.
-fn push_filtered(qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>, q: &Query) {
-    qb.push(" FROM audit_requests WHERE 1 = 1");
-    let text = [
-        (" AND ts >= ", &q.from),
-        (" AND ts < ", &q.to),
-        (" AND tenant = ", &q.tenant),
-        (" AND key_id = ", &q.key_id),
-        (" AND action = ", &q.action),
-        (" AND route = ", &q.route),
-        (" AND outcome = ", &q.outcome),
-        (" AND request_id = ", &q.request_id),
-    ];
-    for (clause, value) in text {
-        if let Some(v) = value {
-            qb.push(clause).push_bind(v.clone());
-        }
-    }
-    if let Some(status) = q.status {
-        qb.push(" AND status = ").push_bind(status);
-    }
-    if let Some(rule) = &q.rule {
-        qb.push(
-            " AND EXISTS (SELECT 1 FROM json_each(rules) WHERE json_extract(value, '$.rule') = ",
-        )
-        .push_bind(rule.clone())
-        .push(")");
-    }
-    if let Some(entity) = &q.entity {
-        qb.push(
-            " AND EXISTS (SELECT 1 FROM json_each(entities) WHERE json_extract(value, '$.entity') = ",
-        )
-        .push_bind(entity.clone())
-        .push(")");
-    }
-    if let Some(hmac) = &q.hmac {
-        qb.push(
-            " AND EXISTS (SELECT 1 FROM json_each(entities) e, json_each(json_extract(e.value, '$.spans')) s \
-             WHERE json_extract(s.value, '$.hmac') = ",
-        )
-        .push_bind(hmac.clone())
-        .push(")");
-    }
-}
+/// How SQLite looks inside the JSON columns of `audit_requests`.
+const DIALECT: Dialect = Dialect {
+    rule: "EXISTS (SELECT 1 FROM json_each(rules) WHERE json_extract(value, '$.rule') = ",
+    entity: "EXISTS (SELECT 1 FROM json_each(entities) WHERE json_extract(value, '$.entity') = ",
+    hmac: "EXISTS (SELECT 1 FROM json_each(entities) e, json_each(json_extract(e.value, '$.spans')) s \
+           WHERE json_extract(s.value, '$.hmac') = ",
+    entity_list: "(SELECT group_concat(json_extract(value, '$.entity'), ' ') FROM json_each(entities))",
+};
 
-/// Inserts `rows` in one transaction on `conn`.
-async fn insert_all(conn: &mut SqliteConnection, rows: &[StoredRow]) -> Result<(), sqlx::Error> {
+/// Chains `rows` after the stored tail and inserts them, in one transaction on `conn`.
+async fn insert_all(
+    conn: &mut SqliteConnection,
+    rows: &[NewRow],
+    key: &ChainKey,
+) -> Result<(i64, String), sqlx::Error> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    for r in rows {
+    // Read inside the write transaction: the tail cannot move under it.
+    let tail = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?
+        .map_or((0, GENESIS.to_owned()), |r| (r.get(0), r.get(1)));
+    let chained = key.link((tail.0, &tail.1), rows);
+    for r in &chained {
         sqlx::query(
-            "INSERT INTO audit_log (seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_log (seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme, mac) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.seq)
         .bind(&r.request_id)
@@ -177,11 +151,13 @@ async fn insert_all(conn: &mut SqliteConnection, rows: &[StoredRow]) -> Result<(
         .bind(&r.body)
         .bind(&r.prev_hash)
         .bind(&r.hash)
+        .bind(&r.scheme)
+        .bind(&r.mac)
         .execute(&mut *conn)
         .await?;
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
-    Ok(())
+    Ok(chained.last().map_or(tail, |r| (r.seq, r.hash.clone())))
 }
 
 impl AuditStore for SqliteStore {
@@ -195,22 +171,121 @@ impl AuditStore for SqliteStore {
         })
     }
 
-    fn append<'a>(&'a self, rows: &'a [StoredRow]) -> BoxFuture<'a, Result<(), AuditError>> {
+    fn append<'a>(
+        &'a self,
+        rows: &'a [NewRow],
+        key: &'a ChainKey,
+    ) -> BoxFuture<'a, Result<(i64, String), AuditError>> {
         Box::pin(async move {
             let mut slot = self.writer.lock().await;
             let conn = match slot.as_mut() {
                 Some(c) => c,
                 None => slot.insert(self.options.connect().await.map_err(db)?),
             };
-            let result = insert_all(conn, rows).await;
-            if let Err(e) = result {
-                // Whatever state the failed transaction left, it goes with this connection.
-                if let Some(conn) = slot.take() {
-                    let _ = conn.close().await;
+            match insert_all(conn, rows, key).await {
+                Ok(head) => Ok(head),
+                Err(e) => {
+                    // Whatever state the failed transaction left, it goes with this connection.
+                    if let Some(conn) = slot.take() {
+                        let _ = conn.close().await;
+                    }
+                    Err(db(e))
                 }
-                return Err(db(e));
             }
-            Ok(())
+        })
+    }
+
+    fn add_checkpoint<'a>(&'a self, cp: &'a Checkpoint) -> BoxFuture<'a, Result<(), AuditError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (seq, head, ts, key_id, signature) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(cp.seq)
+            .bind(&cp.head)
+            .bind(&cp.ts)
+            .bind(&cp.key_id)
+            .bind(&cp.signature)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(db)
+        })
+    }
+
+    fn seq_bounds<'a>(
+        &'a self,
+        from: Option<&'a str>,
+        to: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<(i64, i64)>, AuditError>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT MIN(seq), MAX(seq) FROM audit_log WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts < ?2)",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+            let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+            Ok(lo.zip(hi))
+        })
+    }
+
+    fn prune(&self, through: i64) -> BoxFuture<'_, Result<u64, AuditError>> {
+        Box::pin(async move {
+            let mut slot = self.writer.lock().await;
+            let conn = match slot.as_mut() {
+                Some(c) => c,
+                None => slot.insert(self.options.connect().await.map_err(db)?),
+            };
+            // SQLite's DDL is transactional: the trigger is gone only inside this transaction.
+            let result: Result<u64, sqlx::Error> = async {
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                sqlx::query("DROP TRIGGER audit_log_no_delete")
+                    .execute(&mut *conn)
+                    .await?;
+                let n = sqlx::query("DELETE FROM audit_log WHERE seq <= ?")
+                    .bind(through)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                sqlx::query(
+                    "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log \
+                     BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+                )
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(n)
+            }
+            .await;
+            if result.is_err()
+                && let Some(conn) = slot.take()
+            {
+                let _ = conn.close().await;
+            }
+            result.map_err(db)
+        })
+    }
+
+    fn checkpoints(&self) -> BoxFuture<'_, Result<Vec<Checkpoint>, AuditError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT seq, head, ts, key_id, signature FROM audit_checkpoints ORDER BY seq",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|r| Checkpoint {
+                    seq: r.get(0),
+                    head: r.get(1),
+                    ts: r.get(2),
+                    key_id: r.get(3),
+                    signature: r.get(4),
+                })
+                .collect())
         })
     }
 
@@ -240,7 +315,7 @@ impl AuditStore for SqliteStore {
     ) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash \
+                "SELECT seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme, mac \
                  FROM audit_log WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             )
             .bind(after)
@@ -263,6 +338,8 @@ impl AuditStore for SqliteStore {
                     body: r.get(8),
                     prev_hash: r.get(9),
                     hash: r.get(10),
+                    scheme: r.get(11),
+                    mac: r.get(12),
                 })
                 .collect())
         })
@@ -274,7 +351,7 @@ impl AuditStore for SqliteStore {
                 "SELECT seq, ts, request_id, tenant, key_id, model, action, route, rules, entities, \
                  policy, outcome, status, error_code",
             );
-            push_filtered(&mut qb, q);
+            push_filtered(&mut qb, q, &DIALECT);
             qb.push(" ORDER BY seq DESC");
             if let Some(limit) = q.limit {
                 qb.push(" LIMIT ")
@@ -308,43 +385,12 @@ impl AuditStore for SqliteStore {
     fn stats<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Stats, AuditError>> {
         Box::pin(async move {
             let mut stats = Stats::default();
-            let groups: [(&str, &str); 5] = [
-                ("action", "COALESCE(action, '-')"),
-                ("route", "COALESCE(route, '-')"),
-                ("tenant", "COALESCE(tenant, '-')"),
-                ("day", "substr(ts, 1, 10)"),
-                (
-                    "entity",
-                    "(SELECT group_concat(json_extract(value, '$.entity'), ' ') FROM json_each(entities))",
-                ),
-            ];
-            for (name, expr) in groups {
+            for (group, expr) in DIALECT.groups() {
                 let mut qb = sqlx::QueryBuilder::new(format!("SELECT {expr} AS k, COUNT(*) AS n"));
-                push_filtered(&mut qb, q);
+                push_filtered(&mut qb, q, &DIALECT);
                 qb.push(" GROUP BY k");
-                let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
-                for r in rows {
-                    let key: Option<String> = r.get(0);
-                    let n = u64::try_from(r.get::<i64, _>(1)).unwrap_or(0);
-                    let map = match name {
-                        "action" => &mut stats.by_action,
-                        "route" => &mut stats.by_route,
-                        "tenant" => &mut stats.by_tenant,
-                        "day" => &mut stats.by_day,
-                        _ => &mut stats.by_entity,
-                    };
-                    if name == "entity" {
-                        // A request counts once for each type it carried.
-                        for t in key.unwrap_or_default().split_whitespace() {
-                            *map.entry(t.to_owned()).or_default() += n;
-                        }
-                    } else {
-                        *map.entry(key.unwrap_or_else(|| "-".to_owned()))
-                            .or_default() += n;
-                    }
-                    if name == "action" {
-                        stats.requests += n;
-                    }
+                for r in qb.build().fetch_all(&self.pool).await.map_err(db)? {
+                    stats.add(group, r.get(0), r.get(1));
                 }
             }
             Ok(stats)

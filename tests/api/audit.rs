@@ -111,9 +111,39 @@ async fn canaries_never_reach_the_database_files() {
     if let Some(r) = running {
         r.shutdown().await;
     }
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
+    // An export of the whole log joins the sweep, as do the checkpoint and key files.
+    let export = dir.path().join("export");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["--config", "/nonexistent/veil.toml", "audit", "export"])
+        .args(["--db", &format!("sqlite://{}", db.display())])
+        .arg(&export)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checkpoints = dir.path().join("audit-checkpoints.jsonl");
+    assert!(
+        std::fs::read_to_string(&checkpoints).is_ok_and(|t| t.contains("signature")),
+        "the sweep reads the checkpoint file"
+    );
+    let mut files = 0;
+    for sub in [dir.path().to_owned(), export] {
+        for entry in std::fs::read_dir(sub).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                bytes.extend(std::fs::read(path).unwrap_or_default());
+                files += 1;
+            }
+        }
     }
+    assert!(
+        files >= 8,
+        "database, keys, checkpoints and the export's four files"
+    );
     assert!(db.exists());
     for canary in [CANARY_CARD, CANARY_SSN, CANARY_EMAIL, CANARY_TEXT] {
         assert!(
@@ -229,9 +259,10 @@ async fn verify_reads_only_and_refuses_a_missing_database() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // The server's key files beside the database are found: the MACs are checked too.
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "ok: 1 rows, chain intact\n"
+        "ok: 1 rows, chain intact; MACs checked; 0 signed checkpoint(s) matched\n"
     );
     let after = (
         file_bytes(&veil.db),
