@@ -13,7 +13,7 @@ ORT_SHA256   := fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 export VEIL_ORT_LIB := $(abspath $(ORT_LIB))
 export VEIL_TEST_MODEL := $(abspath $(MODEL))
 
-.PHONY: run test deps assets build bench lint train-classifier clean-data
+.PHONY: run test deps assets build bench bench-audit lint train-classifier clean-data
 
 ## make run: build veil and serve it on 127.0.0.1:8080 with veil.toml.
 run: deps assets
@@ -46,6 +46,11 @@ build: deps
 
 bench: deps assets
 	cargo bench --bench patterns
+
+## make bench-audit: audit writes per second and query latency on 10M rows, SQLite and PostgreSQL.
+bench-audit: deps
+	cargo bench --bench audit -- write
+	cargo bench --bench audit -- query
 
 lint:
 	cargo fmt --all -- --check

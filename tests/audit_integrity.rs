@@ -247,6 +247,9 @@ impl Log {
     }
 }
 
+const COLUMNS: &str =
+    "seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme, mac";
+
 fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -436,23 +439,26 @@ async fn cut_tail_and_older_copy(backend: Backend) {
 
 /// What an older copy of the database needs to be put back.
 enum Snapshot {
-    Files(Vec<(PathBuf, Vec<u8>)>),
+    File(PathBuf),
     Tables,
 }
 
 async fn snapshot(log: &Log) -> Snapshot {
     match &log.db {
-        Db::Sqlite(path) => Snapshot::Files(
-            ["", "-wal", "-shm"]
-                .iter()
-                .map(|s| PathBuf::from(format!("{}{s}", path.display())))
-                .filter(|p| p.exists())
-                .map(|p| {
-                    let bytes = std::fs::read(&p).unwrap();
-                    (p, bytes)
-                })
-                .collect(),
-        ),
+        Db::Sqlite(path) => {
+            // A consistent copy, made by SQLite itself (a file copy could catch a checkpoint
+            // half done).
+            let copy = log.dir.path().join("older-copy.db");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query(&format!("VACUUM INTO {}", lit(&copy.display().to_string())))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            c.close().await.unwrap();
+            Snapshot::File(copy)
+        }
         Db::Postgres { .. } => {
             log.tamper(&[
                 "CREATE TABLE old_log AS SELECT * FROM audit_log".to_owned(),
@@ -466,20 +472,18 @@ async fn snapshot(log: &Log) -> Snapshot {
 
 async fn restore_snapshot(log: &Log, snapshot: Snapshot) {
     match snapshot {
-        Snapshot::Files(files) => {
+        Snapshot::File(copy) => {
             let Db::Sqlite(path) = &log.db else { panic!() };
             for s in ["-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{s}", path.display()));
             }
-            for (p, bytes) in files {
-                std::fs::write(p, bytes).unwrap();
-            }
+            std::fs::copy(copy, path).unwrap();
         }
         Snapshot::Tables => {
             log.tamper(&[
                 "ALTER TABLE audit_checkpoints DISABLE TRIGGER USER".to_owned(),
                 "DELETE FROM audit_log".to_owned(),
-                "INSERT INTO audit_log SELECT * FROM old_log".to_owned(),
+                format!("INSERT INTO audit_log ({COLUMNS}) SELECT {COLUMNS} FROM old_log"),
                 "DELETE FROM audit_checkpoints".to_owned(),
                 "INSERT INTO audit_checkpoints SELECT * FROM old_checkpoints".to_owned(),
                 "DROP TABLE old_log".to_owned(),
@@ -817,4 +821,35 @@ async fn postgres_two_instances_extend_one_chain() {
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["rows"], 200 + attempts);
     assert!(doc["checkpoints_matched"].as_u64().unwrap() >= 4, "{doc:#}");
+}
+
+/// A batch whose commit landed but whose acknowledgement was lost is retried: the rows already
+/// stored are skipped, not written twice and not a unique-key failure that would wedge the
+/// writer.
+#[tokio::test]
+async fn postgres_a_retried_batch_that_landed_is_not_written_twice() {
+    let log = Log::new(POSTGRES).await;
+    let store = veil::audit::open_writer(&log.url).await.unwrap();
+    let key = ChainKey::new(CHAIN_KEY.as_bytes()).unwrap();
+    let row = |id: &str| veil::audit::NewRow {
+        request_id: id.into(),
+        kind: "decision".into(),
+        ts: "2026-12-01T00:00:00Z".into(),
+        tenant: None,
+        action: Some("allow".into()),
+        outcome: None,
+        status: None,
+        body: "{}".into(),
+    };
+    let first = [row("a"), row("b")];
+    let head = store.append(&first, &key).await.unwrap();
+    assert_eq!(head.0, 2);
+    // The retry carries the same rows, and one queued since.
+    let retry = [row("a"), row("b"), row("c")];
+    let head = store.append(&retry, &key).await.unwrap();
+    assert_eq!(head.0, 3);
+    let rows = store.rows().await.unwrap();
+    let ids: Vec<_> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert!(veil::audit::verify(&rows).is_empty());
 }

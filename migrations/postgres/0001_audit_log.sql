@@ -16,6 +16,9 @@ CREATE TABLE audit_log (
     hash       TEXT    NOT NULL,
     scheme     TEXT    NOT NULL DEFAULT 'v2',
     mac        TEXT,
+    -- The body parsed once, at insert, for queries (derived: it cannot be written on its own,
+    -- and the chain covers `body`).
+    doc        JSONB   GENERATED ALWAYS AS (body::jsonb) STORED,
     UNIQUE (request_id, kind)
 );
 
@@ -58,25 +61,25 @@ SELECT d.request_id                               AS request_id,
        d.seq                                      AS seq,
        d.ts                                       AS ts,
        d.tenant                                   AS tenant,
-       d.body::jsonb ->> 'key_id'                 AS key_id,
-       d.body::jsonb ->> 'client_addr'            AS client_addr,
-       d.body::jsonb ->> 'endpoint'               AS endpoint,
-       d.body::jsonb ->> 'model'                  AS model,
+       d.doc ->> 'key_id'                 AS key_id,
+       d.doc ->> 'client_addr'            AS client_addr,
+       d.doc ->> 'endpoint'               AS endpoint,
+       d.doc ->> 'model'                  AS model,
        d.action                                   AS action,
-       d.body::jsonb ->> 'route'                  AS route,
-       d.body::jsonb ->> 'reason_code'            AS reason_code,
-       d.body::jsonb -> 'rules'                   AS rules,
-       d.body::jsonb ->> 'policy'                 AS policy,
-       d.body::jsonb ->> 'policy_digest'          AS policy_digest,
-       d.body::jsonb -> 'entities'                AS entities,
+       d.doc ->> 'route'                  AS route,
+       d.doc ->> 'reason_code'            AS reason_code,
+       d.doc -> 'rules'                   AS rules,
+       d.doc ->> 'policy'                 AS policy,
+       d.doc ->> 'policy_digest'          AS policy_digest,
+       d.doc -> 'entities'                AS entities,
        o.outcome                                  AS outcome,
        o.status                                   AS status,
-       o.body::jsonb ->> 'error_code'             AS error_code,
-       (d.body::jsonb ->> 'scan_ms')::float8      AS scan_ms,
-       (o.body::jsonb ->> 'upstream_ms')::float8  AS upstream_ms,
-       (o.body::jsonb ->> 'total_ms')::float8     AS total_ms,
-       (o.body::jsonb ->> 'prompt_tokens')::bigint     AS prompt_tokens,
-       (o.body::jsonb ->> 'completion_tokens')::bigint AS completion_tokens
+       o.doc ->> 'error_code'             AS error_code,
+       (d.doc ->> 'scan_ms')::float8      AS scan_ms,
+       (o.doc ->> 'upstream_ms')::float8  AS upstream_ms,
+       (o.doc ->> 'total_ms')::float8     AS total_ms,
+       (o.doc ->> 'prompt_tokens')::bigint     AS prompt_tokens,
+       (o.doc ->> 'completion_tokens')::bigint AS completion_tokens
 FROM audit_log d
 LEFT JOIN audit_log o ON o.request_id = d.request_id AND o.kind = 'outcome'
 WHERE d.kind = 'decision';
@@ -85,11 +88,11 @@ CREATE VIEW audit_events AS
 SELECT seq,
        ts,
        request_id                     AS event_id,
-       body::jsonb ->> 'event'        AS event,
-       body::jsonb ->> 'status'       AS status,
-       body::jsonb ->> 'file'         AS file,
-       body::jsonb ->> 'old_digest'   AS old_digest,
-       body::jsonb ->> 'new_digest'   AS new_digest,
-       body::jsonb ->> 'reason'       AS reason
+       doc ->> 'event'        AS event,
+       doc ->> 'status'       AS status,
+       doc ->> 'file'         AS file,
+       doc ->> 'old_digest'   AS old_digest,
+       doc ->> 'new_digest'   AS new_digest,
+       doc ->> 'reason'       AS reason
 FROM audit_log
 WHERE kind = 'event';

@@ -109,20 +109,34 @@ async fn insert_all(
         .fetch_optional(&mut *tx)
         .await?
         .map_or((0, GENESIS.to_owned()), |r| (r.get(0), r.get(1)));
-    let ids: Vec<String> = rows.iter().map(|r| r.request_id.clone()).collect();
-    let stored: std::collections::HashSet<(String, String)> =
-        sqlx::query("SELECT request_id, kind FROM audit_log WHERE request_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
+    // A retried batch whose earlier commit landed starts with rows already stored: one point
+    // lookup says so, and only then are the stored ones filtered out.
+    let landed = match rows.first() {
+        Some(first) => sqlx::query("SELECT 1 FROM audit_log WHERE request_id = $1 AND kind = $2")
+            .bind(&first.request_id)
+            .bind(&first.kind)
+            .fetch_optional(&mut *tx)
             .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-    let fresh: Vec<NewRow> = rows
-        .iter()
-        .filter(|r| !stored.contains(&(r.request_id.clone(), r.kind.clone())))
-        .cloned()
-        .collect();
+            .is_some(),
+        None => false,
+    };
+    let fresh: Vec<NewRow> = if landed {
+        let ids: Vec<String> = rows.iter().map(|r| r.request_id.clone()).collect();
+        let stored: std::collections::HashSet<(String, String)> =
+            sqlx::query("SELECT request_id, kind FROM audit_log WHERE request_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        rows.iter()
+            .filter(|r| !stored.contains(&(r.request_id.clone(), r.kind.clone())))
+            .cloned()
+            .collect()
+    } else {
+        rows.to_vec()
+    };
     let chained = key.link((tail.0, &tail.1), &fresh);
     for chunk in chained.chunks(INSERT_CHUNK) {
         let mut qb = sqlx::QueryBuilder::new(

@@ -375,3 +375,80 @@ impl Verifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::NewRow;
+
+    fn new_row(id: &str) -> NewRow {
+        NewRow {
+            request_id: id.into(),
+            kind: "decision".into(),
+            ts: "2026-01-01T00:00:00Z".into(),
+            tenant: None,
+            action: Some("allow".into()),
+            outcome: None,
+            status: None,
+            body: "{}".into(),
+        }
+    }
+
+    /// Rows as an older veil wrote them: scheme v1, no MAC.
+    fn legacy(n: i64) -> Vec<StoredRow> {
+        let mut prev = GENESIS.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let mut r = StoredRow {
+                    seq,
+                    request_id: format!("old-{seq}"),
+                    kind: "decision".into(),
+                    ts: "2025-01-01T00:00:00Z".into(),
+                    tenant: None,
+                    action: Some("allow".into()),
+                    outcome: None,
+                    status: None,
+                    body: "{}".into(),
+                    prev_hash: prev.clone(),
+                    hash: String::new(),
+                    scheme: SCHEME_V1.into(),
+                    mac: None,
+                };
+                r.hash = r.content_hash();
+                prev.clone_from(&r.hash);
+                r
+            })
+            .collect()
+    }
+
+    fn check(rows: &[StoredRow], key: &ChainKey) -> Vec<ChainProblem> {
+        let mut v = Verifier::from_genesis();
+        v.use_evidence(Some(key.clone()), &[], &[]);
+        v.feed(rows);
+        v.finish(true);
+        v.problems
+    }
+
+    #[test]
+    fn legacy_rows_are_accepted_only_under_keyed_ones() {
+        let key = ChainKey::new(&[1; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let mut rows = legacy(3);
+        // Before the first keyed row: not protected, and said so.
+        let problems = check(&rows, &key);
+        assert_eq!(problems.len(), 1);
+        assert!(problems.iter().all(|p| p.seq == 1 && p.problem.contains("unkeyed")));
+        // The upgrade: keyed rows chained after the legacy head cover it.
+        let head = rows.last().map(|r| (r.seq, r.hash.clone())).unwrap_or_default();
+        rows.extend(key.link((head.0, &head.1), &[new_row("a"), new_row("b")]));
+        assert_eq!(check(&rows, &key), []);
+        // A legacy row after keyed ones is a downgrade.
+        let tail = rows.last().map(|r| (r.seq, r.hash.clone())).unwrap_or_default();
+        let mut old = legacy(1).remove(0);
+        old.seq = tail.0 + 1;
+        old.prev_hash = tail.1;
+        old.hash = old.content_hash();
+        rows.push(old);
+        let problems = check(&rows, &key);
+        assert!(problems.iter().any(|p| p.seq == 6 && p.problem.contains("downgraded")));
+    }
+}

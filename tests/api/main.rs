@@ -17,4 +17,5 @@ mod hostile;
 mod leaks;
 mod local;
 mod policy;
+mod postgres;
 mod streaming;

@@ -6,7 +6,9 @@ Starts a counting mock upstream (OpenAI-compatible: JSON, SSE streaming, tool ca
 a clean prompt is answered, a streamed prompt arrives chunk by chunk, an email is redacted
 upstream and restored in the answer, tool calls round-trip, a card number is blocked with the
 rule named, and a prompt that must stay local is answered by the in-process model (JSON and
-streaming) without any cloud hit.
+streaming) without any cloud hit. Then a canary sweep: after SIGTERM, none of the sensitive
+values sent appears in veil's log output (at debug level), in any file it left (database, WAL,
+keys, checkpoint file) or in an export of the audit log.
 
 The SDK is installed into .cache/sdk-venv (pinned) on first run.
 """
@@ -111,18 +113,22 @@ policy = "default"
     binary = os.path.join(ROOT, "target", "debug", "veil")
     if not os.path.exists(binary):
         subprocess.run(["cargo", "build", "--bin", "veil"], cwd=ROOT, check=True)
-    proc = subprocess.Popen([binary, "serve", "--config", cfg], stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, RUST_LOG="info", NO_COLOR="1"))
+    proc = subprocess.Popen([binary, "serve", "--config", cfg], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, RUST_LOG="debug", NO_COLOR="1"))
+    proc.log = []
     deadline = time.time() + 60
     while time.time() < deadline:
         line = proc.stderr.readline()
+        proc.log.append(line)
         if not line:
             if proc.poll() is not None:
                 raise SystemExit(f"veil exited with {proc.returncode}")
             continue
         m = re.search(r"veil listening addr=(\S+)", re.sub(r"\x1b\[[0-9;]*m", "", line))
         if m:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+            for stream in (proc.stderr, proc.stdout):
+                threading.Thread(target=lambda s=stream: [proc.log.append(l) for l in s], daemon=True).start()
             return proc, "http://" + m.group(1)
     proc.kill()
     raise SystemExit("veil did not start")
@@ -208,10 +214,37 @@ def main():
             except openai.AuthenticationError:
                 pass
             checks += 1
-            print(f"openai sdk {openai.__version__}: {checks} checks passed")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+        assert proc.returncode == 0, f"veil exited with {proc.returncode}"
+        canary_sweep(tmp, proc.log)
+        checks += 1
+        print(f"openai sdk {openai.__version__}: {checks} checks passed")
+
+
+# Every sensitive value the checks send, in the forms it was typed and normalized.
+CANARIES = ["ana.lopez@example.com", "ana.lopez", "4111 1111 1111 1111", "4111111111111111",
+            "536-22-8726", "536228726"]
+
+
+def canary_sweep(tmp, log):
+    export = os.path.join(tmp, "export")
+    binary = os.path.join(ROOT, "target", "debug", "veil")
+    subprocess.run([binary, "--config", os.path.join(tmp, "veil.toml"), "audit", "export", export],
+                   check=True, capture_output=True)
+    blobs = {"log": "".join(log).encode()}
+    for dirpath, _, names in os.walk(tmp):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                blobs[os.path.relpath(path, tmp)] = f.read()
+    assert any(n.endswith("audit-checkpoints.jsonl") for n in blobs), sorted(blobs)
+    assert any(n.startswith("export") for n in blobs), sorted(blobs)
+    assert len(blobs["log"]) > 1000, "the sweep reads the real log"
+    for name, blob in blobs.items():
+        for canary in CANARIES:
+            assert canary.encode() not in blob, f"{canary!r} found in {name}"
 
 
 if __name__ == "__main__":
