@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 use veil::audit::{
-    AuditLog, ChainKey, Checkpointing, DecisionRecord, EntityRecord, OutcomeRecord, Query,
-    Sealing, Signer, SpanRecord,
+    AuditLog, ChainKey, Checkpointing, DecisionRecord, EntityRecord, OutcomeRecord, Query, Sealing,
+    Signer, SpanRecord,
 };
 
 fn admin_url() -> String {
@@ -133,7 +133,9 @@ fn fill_sql(n: u64, postgres: bool) -> Vec<String> {
                 "to_char(timestamp '2026-11-01' + (({seq} * 30.0 / {n})::float8 * interval '1 day'), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
             )
         } else {
-            format!("strftime('%Y-%m-%dT%H:%M:%SZ', '2026-11-01', '+' || ({seq} * 30.0 / {n}) || ' days')")
+            format!(
+                "strftime('%Y-%m-%dT%H:%M:%SZ', '2026-11-01', '+' || ({seq} * 30.0 / {n}) || ' days')"
+            )
         }
     };
     let series = if postgres {
@@ -176,7 +178,10 @@ async fn query(url: &str, label: &str, postgres: bool, requests: u64) {
         for s in fill_sql(requests, true) {
             sqlx::query(&s).execute(&mut c).await.unwrap();
         }
-        sqlx::query("ANALYZE audit_log").execute(&mut c).await.unwrap();
+        sqlx::query("ANALYZE audit_log")
+            .execute(&mut c)
+            .await
+            .unwrap();
         c.close().await.unwrap();
     } else {
         let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
@@ -225,7 +230,10 @@ async fn query(url: &str, label: &str, postgres: bool, requests: u64) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let what = args.first().map_or("write", String::as_str);
     let stores: Vec<&str> = match args.get(1).map(String::as_str) {
         Some(s) => vec![s],
@@ -237,7 +245,10 @@ async fn main() {
         let url = if postgres {
             fresh_postgres(&format!("veil_bench_{what}")).await
         } else {
-            format!("sqlite://{}", dir.path().join(format!("{what}.db")).display())
+            format!(
+                "sqlite://{}",
+                dir.path().join(format!("{what}.db")).display()
+            )
         };
         match what {
             "write" => {

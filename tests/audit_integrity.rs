@@ -247,8 +247,7 @@ impl Log {
     }
 }
 
-const COLUMNS: &str =
-    "seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme, mac";
+const COLUMNS: &str = "seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme, mac";
 
 fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

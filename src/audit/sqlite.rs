@@ -23,6 +23,8 @@ use super::{AuditError, AuditStore, BoxFuture, ChainKey, Checkpoint, GENESIS, Ne
 pub struct SqliteStore {
     pool: SqlitePool,
     options: SqliteConnectOptions,
+    /// `<database>-shm`, checked before every use of a connection that may be new.
+    shm: std::path::PathBuf,
     writer: tokio::sync::Mutex<Option<SqliteConnection>>,
     /// The writer's exclusive lock on `<path>.lock`, held while the store lives: two writers
     /// would each extend the chain from their own idea of its tail.
@@ -48,6 +50,21 @@ fn writer_lock(path: &str) -> Result<std::fs::File, AuditError> {
     }
 }
 
+/// SQLite maps `<database>-shm` into memory. A new connection on a `-shm` it cannot write (made
+/// immutable, say) does not get an error: the process dies of SIGBUS inside SQLite (measured).
+/// So before any connection may be opened, the file is opened for writing here, and a failure is
+/// an ordinary audit error: the request fails closed and the writer retries.
+fn check_shm(shm: &std::path::Path) -> Result<(), AuditError> {
+    match std::fs::OpenOptions::new().read(true).write(true).open(shm) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(AuditError::Database(format!(
+            "cannot write {} ({e}); SQLite needs its shared-memory file writable",
+            shm.display()
+        ))),
+    }
+}
+
 fn db(e: impl std::fmt::Display) -> AuditError {
     AuditError::Database(e.to_string())
 }
@@ -61,6 +78,8 @@ impl SqliteStore {
             std::fs::create_dir_all(parent).map_err(db)?;
         }
         let lock = writer_lock(path)?;
+        let shm = std::path::PathBuf::from(format!("{path}-shm"));
+        check_shm(&shm)?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(db)?
             .create_if_missing(true)
@@ -80,6 +99,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             options,
+            shm,
             writer: tokio::sync::Mutex::new(None),
             _lock: Some(lock),
         })
@@ -87,6 +107,20 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// The pool, once the `-shm` file is known to be writable (the pool may open a connection).
+    fn pool(&self) -> Result<&SqlitePool, AuditError> {
+        if self._lock.is_some() {
+            check_shm(&self.shm)?;
+        }
+        Ok(&self.pool)
+    }
+
+    /// A new writer connection, after the same check.
+    async fn connect(&self) -> Result<SqliteConnection, AuditError> {
+        check_shm(&self.shm)?;
+        self.options.connect().await.map_err(db)
+    }
+
     /// Opens an existing database for reading only (no directory, file, migration or write).
     pub async fn open_read_only(path: &str) -> Result<Self, AuditError> {
         if !std::path::Path::new(path).is_file() {
@@ -107,6 +141,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             options,
+            shm: std::path::PathBuf::from(format!("{path}-shm")),
             writer: tokio::sync::Mutex::new(None),
             _lock: None,
         })
@@ -164,7 +199,7 @@ impl AuditStore for SqliteStore {
     fn tail(&self) -> BoxFuture<'_, Result<Option<(i64, String)>, AuditError>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.pool()?)
                 .await
                 .map_err(db)?;
             Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1))))
@@ -180,7 +215,7 @@ impl AuditStore for SqliteStore {
             let mut slot = self.writer.lock().await;
             let conn = match slot.as_mut() {
                 Some(c) => c,
-                None => slot.insert(self.options.connect().await.map_err(db)?),
+                None => slot.insert(self.connect().await?),
             };
             match insert_all(conn, rows, key).await {
                 Ok(head) => Ok(head),
@@ -205,7 +240,7 @@ impl AuditStore for SqliteStore {
             .bind(&cp.ts)
             .bind(&cp.key_id)
             .bind(&cp.signature)
-            .execute(&self.pool)
+            .execute(self.pool()?)
             .await
             .map(|_| ())
             .map_err(db)
@@ -223,7 +258,7 @@ impl AuditStore for SqliteStore {
             )
             .bind(from)
             .bind(to)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool()?)
             .await
             .map_err(db)?;
             let (lo, hi): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
@@ -236,7 +271,7 @@ impl AuditStore for SqliteStore {
             let mut slot = self.writer.lock().await;
             let conn = match slot.as_mut() {
                 Some(c) => c,
-                None => slot.insert(self.options.connect().await.map_err(db)?),
+                None => slot.insert(self.connect().await?),
             };
             // SQLite's DDL is transactional: the trigger is gone only inside this transaction.
             let result: Result<u64, sqlx::Error> = async {
@@ -273,7 +308,7 @@ impl AuditStore for SqliteStore {
             let rows = sqlx::query(
                 "SELECT seq, head, ts, key_id, signature FROM audit_checkpoints ORDER BY seq",
             )
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db)?;
             Ok(rows
@@ -296,7 +331,7 @@ impl AuditStore for SqliteStore {
                  (SELECT 1 FROM audit_log o WHERE o.request_id = d.request_id AND o.kind = 'outcome') \
                  ORDER BY d.seq",
             )
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db)?;
             Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
@@ -321,7 +356,7 @@ impl AuditStore for SqliteStore {
             .bind(after)
             .bind(to)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool()?)
             .await
             .map_err(db)?;
             Ok(rows
@@ -357,7 +392,7 @@ impl AuditStore for SqliteStore {
                 qb.push(" LIMIT ")
                     .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
             }
-            let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
+            let rows = qb.build().fetch_all(self.pool()?).await.map_err(db)?;
             Ok(rows
                 .iter()
                 .map(|r| {
@@ -389,7 +424,7 @@ impl AuditStore for SqliteStore {
                 let mut qb = sqlx::QueryBuilder::new(format!("SELECT {expr} AS k, COUNT(*) AS n"));
                 push_filtered(&mut qb, q, &DIALECT);
                 qb.push(" GROUP BY k");
-                for r in qb.build().fetch_all(&self.pool).await.map_err(db)? {
+                for r in qb.build().fetch_all(self.pool()?).await.map_err(db)? {
                     stats.add(group, r.get(0), r.get(1));
                 }
             }
@@ -400,7 +435,7 @@ impl AuditStore for SqliteStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1")
-                .execute(&self.pool)
+                .execute(self.pool()?)
                 .await
                 .map(|_| ())
                 .map_err(db)

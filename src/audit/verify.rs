@@ -436,19 +436,33 @@ mod tests {
         // Before the first keyed row: not protected, and said so.
         let problems = check(&rows, &key);
         assert_eq!(problems.len(), 1);
-        assert!(problems.iter().all(|p| p.seq == 1 && p.problem.contains("unkeyed")));
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.seq == 1 && p.problem.contains("unkeyed"))
+        );
         // The upgrade: keyed rows chained after the legacy head cover it.
-        let head = rows.last().map(|r| (r.seq, r.hash.clone())).unwrap_or_default();
+        let head = rows
+            .last()
+            .map(|r| (r.seq, r.hash.clone()))
+            .unwrap_or_default();
         rows.extend(key.link((head.0, &head.1), &[new_row("a"), new_row("b")]));
         assert_eq!(check(&rows, &key), []);
         // A legacy row after keyed ones is a downgrade.
-        let tail = rows.last().map(|r| (r.seq, r.hash.clone())).unwrap_or_default();
+        let tail = rows
+            .last()
+            .map(|r| (r.seq, r.hash.clone()))
+            .unwrap_or_default();
         let mut old = legacy(1).remove(0);
         old.seq = tail.0 + 1;
         old.prev_hash = tail.1;
         old.hash = old.content_hash();
         rows.push(old);
         let problems = check(&rows, &key);
-        assert!(problems.iter().any(|p| p.seq == 6 && p.problem.contains("downgraded")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.seq == 6 && p.problem.contains("downgraded"))
+        );
     }
 }

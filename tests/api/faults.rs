@@ -1,6 +1,7 @@
 //! Storage faults for real: the audit database on a small tmpfs that fills up. Nothing goes
 //! upstream without its decision committed, and the log recovers by itself once space is back.
-//! Needs `mount -t tmpfs` (root), as on the development machines and in CI.
+//! An immutable `-shm` file fails closed too. Needs `mount -t tmpfs` and `chattr` (root), as on
+//! the development machines and in CI.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -142,4 +143,82 @@ async fn a_full_disk_never_lets_an_unrecorded_request_out_and_the_log_recovers()
     assert_eq!(rows.len(), 2 * (results.len() + 1));
     assert!(veil::audit::verify(&rows).is_empty());
     veil.stop().await;
+}
+
+/// A file made immutable (`chattr +i`) for one test, made mutable again when dropped.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Self {
+        let out = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .expect("chattr runs");
+        assert!(
+            out.status.success(),
+            "this test makes a file immutable (needs root and chattr): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).output();
+    }
+}
+
+/// SQLite dies of SIGBUS when a new connection maps a `-shm` file it cannot write (measured with
+/// the release binary: `chattr +i audit.db-shm`, one request, "Bus error"). veil must fail closed
+/// instead — 503, nothing upstream, not ready — and recover when the file is writable again.
+#[tokio::test]
+async fn an_immutable_shm_file_fails_closed_instead_of_crashing() {
+    let veil = Veil::start_with(|c| c.audit.write_timeout_ms = 1000).await;
+    let shm = PathBuf::from(format!("{}-shm", veil.db.display()));
+    assert!(shm.exists(), "the server has the database open in WAL mode");
+    let guard = Immutable::set(&shm);
+    // The writer's connection is opened on the first write: this one.
+    let resp = veil.chat(KEY_DEFAULT, user("hello there")).await;
+    assert_eq!(resp.status(), 503);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "audit_unavailable");
+    assert_eq!(
+        veil.mock.hits(),
+        0,
+        "nothing leaves without a durable decision"
+    );
+    let ready = veil.client.get(veil.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    drop(guard);
+    let mut ready = false;
+    for _ in 0..100 {
+        if veil
+            .client
+            .get(veil.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "recovers once the file is writable again");
+    assert_eq!(
+        veil.chat(KEY_DEFAULT, user("hello again")).await.status(),
+        200
+    );
+    assert_eq!(veil.mock.hits(), 1);
+    let rows = veil.wait_rows(4).await;
+    assert_eq!(
+        rows.len(),
+        4,
+        "the refused request's decision and outcome were written later"
+    );
+    assert!(veil::audit::verify(&rows).is_empty());
 }

@@ -151,7 +151,11 @@ async fn a_postgres_audit_log_records_every_request_and_fails_closed_while_down(
     assert_eq!(resp.status(), 503);
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "audit_unavailable");
-    assert_eq!(veil.mock.hits(), 1, "nothing leaves without a durable decision");
+    assert_eq!(
+        veil.mock.hits(),
+        1,
+        "nothing leaves without a durable decision"
+    );
     let ready = veil.client.get(veil.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
 
@@ -159,7 +163,15 @@ async fn a_postgres_audit_log_records_every_request_and_fails_closed_while_down(
     relay.restore().await;
     let mut ready = false;
     for _ in 0..100 {
-        if veil.client.get(veil.url("/readyz")).send().await.unwrap().status() == 200 {
+        if veil
+            .client
+            .get(veil.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
             ready = true;
             break;
         }
