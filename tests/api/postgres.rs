@@ -203,6 +203,112 @@ async fn a_postgres_audit_log_records_every_request_and_fails_closed_while_down(
     veil.stop().await;
 }
 
+/// Starts a server on `url` with a shared chain key file and its own signing key.
+async fn instance(url: &str, chain_key: &std::path::Path) -> Veil {
+    let (url, chain_key) = (url.to_owned(), chain_key.to_owned());
+    Veil::start_with(move |c| {
+        let dir = veil_dir(c);
+        c.audit.url = url;
+        c.audit.chain_key_file = Some(chain_key);
+        c.audit.signing_key_file = Some(dir.join("signing.key"));
+        c.audit.public_key_file = Some(dir.join("signing.pub"));
+        c.audit.checkpoint_file = Some(dir.join("checkpoints.jsonl"));
+        c.audit.checkpoint_rows = 7;
+    })
+    .await
+}
+
+/// Two veil servers behind a (notional) load balancer share one PostgreSQL trail: requests to
+/// both at once extend one chain that verifies with both signers' keys, and the auditors' query
+/// and stats see every request.
+#[tokio::test]
+async fn two_instances_share_one_verified_postgres_trail() {
+    let db = PgDatabase::create().await;
+    let url = db.url_via(db.server());
+    let keys = tempfile::tempdir().unwrap();
+    let chain_key = keys.path().join("chain.key");
+    std::fs::write(&chain_key, "a-chain-key-shared-by-both-instances\n").unwrap();
+    let a = instance(&url, &chain_key).await;
+    let b = instance(&url, &chain_key).await;
+    async fn send(veil: &Veil, i: usize) -> reqwest::Response {
+        let text = if i.is_multiple_of(4) {
+            "card 4111 1111 1111 1111".to_owned()
+        } else {
+            format!("hello number {i}")
+        };
+        veil.chat(KEY_DEFAULT, user(&text)).await
+    }
+    let mut statuses = Vec::new();
+    for round in 0..10 {
+        let (ra, rb) = tokio::join!(send(&a, 2 * round), send(&b, 2 * round + 1));
+        statuses.push(ra.status().as_u16());
+        statuses.push(rb.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 403).count(), 5);
+    assert_eq!(
+        a.mock.hits() + b.mock.hits(),
+        15,
+        "blocked requests never left"
+    );
+
+    let audit = &a.running.as_ref().unwrap().state.audit;
+    let stats = audit.stats(&veil::audit::Query::default()).await.unwrap();
+    assert_eq!(stats.requests, 20);
+    assert_eq!(stats.by_action.get("block"), Some(&5));
+    let blocked = audit
+        .query(&veil::audit::Query {
+            action: Some("block".into()),
+            entity: Some("CREDIT_CARD".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(blocked.len(), 5);
+    assert!(blocked.iter().all(|r| r.status == Some(403)));
+
+    let (a_dir, b_dir) = (a.dir.path().to_owned(), b.dir.path().to_owned());
+    let (a_running, b_running) = (a.running, b.running);
+    a_running.unwrap().shutdown().await;
+    b_running.unwrap().shutdown().await;
+    let both = keys.path().join("both.pub");
+    std::fs::write(
+        &both,
+        [a_dir.join("signing.pub"), b_dir.join("signing.pub")]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args([
+            "--config",
+            "/nonexistent/veil.toml",
+            "audit",
+            "verify",
+            "--json",
+            "--db",
+            &url,
+        ])
+        .arg("--checkpoints")
+        .arg(a_dir.join("checkpoints.jsonl"))
+        .arg("--checkpoints")
+        .arg(b_dir.join("checkpoints.jsonl"))
+        .arg("--public-key")
+        .arg(&both)
+        .env(
+            "VEIL_AUDIT_CHAIN_KEY",
+            "a-chain-key-shared-by-both-instances",
+        )
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{doc:#}");
+    assert_eq!(doc["rows"], 40);
+    assert_eq!(doc["macs_checked"], true);
+    assert!(doc["checkpoints_matched"].as_u64().unwrap() >= 4, "{doc:#}");
+}
+
 /// The temporary directory a test config points at (beside its SQLite URL).
 fn veil_dir(c: &veil::config::Config) -> std::path::PathBuf {
     let path = c.audit.url.strip_prefix("sqlite://").unwrap();
