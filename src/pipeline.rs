@@ -301,6 +301,14 @@ async fn run(
         state.server.max_json_depth,
     )?;
     trail.decision.stream = chat.is_stream();
+    // The model must be one veil serves: a configured upstream's pattern or the local model.
+    // Anything else is refused before detection, never forwarded, and not recorded (the audit
+    // keeps only configured model names; the field is client text).
+    if snap.cloud.select(&chat.model).is_none()
+        && state.local.model_id().as_deref() != Some(chat.model.as_str())
+    {
+        return Err(ApiError::ModelNotFound);
+    }
 
     let request = Arc::new(Request::new(chat.model.clone(), value));
     let decision = state
@@ -341,7 +349,7 @@ async fn run(
             trail.decision.route = Some("local".to_owned());
             answer_locally(state, &chat, trail).await
         }
-        Route::NoUpstream => Err(ApiError::ModelNotFound(chat.model.clone())),
+        Route::NoUpstream => Err(ApiError::ModelNotFound),
         Route::Cloud {
             upstream,
             body,

@@ -36,9 +36,10 @@ pub enum ApiError {
         /// Entity types and counts, never values.
         reason: String,
     },
-    /// No upstream serves the model.
-    #[error("model '{0}' is not served by any configured upstream")]
-    ModelNotFound(String),
+    /// Neither an upstream nor the local model serves the model. The name is not repeated in the
+    /// message: it is client text, and messages are logged.
+    #[error("the requested model is not served by any configured upstream or the local model; GET /v1/models lists them")]
+    ModelNotFound,
     /// The local model cannot answer; nothing is sent to a cloud instead.
     #[error(
         "the local model is unavailable ({0}); this request must stay local, so it was not sent to any cloud; retry later"
@@ -163,7 +164,7 @@ impl ApiError {
                 "policy_blocked",
                 "blocked",
             ),
-            Self::ModelNotFound(_) => Mapped {
+            Self::ModelNotFound => Mapped {
                 param: Some("model".to_owned()),
                 ..m(
                     S::NOT_FOUND,

@@ -38,6 +38,32 @@ async fn a_card_in_the_model_name_is_refused_and_not_recorded() {
     veil.stop().await;
 }
 
+/// A model no upstream and not the local model serves is refused before detection: 404
+/// `model_not_found`, nothing sent anywhere, and the record keeps no model name (it is client
+/// text) — the message does not repeat it either.
+#[tokio::test]
+async fn an_unconfigured_model_name_is_refused_unread_and_unrecorded() {
+    let veil = Veil::start().await;
+    for model in ["my-ssn-536-22-8745", "claude-536228745"] {
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hello"}]});
+        let resp = veil.chat(KEY_DEFAULT, body).await;
+        assert_eq!(resp.status(), 404, "{model}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("model_not_found"), "{text}");
+        assert!(!text.contains("536"), "the error does not echo the model: {text}");
+    }
+    assert_eq!(veil.mock.hits(), 0);
+    let rows = veil.wait_rows(4).await;
+    for row in rows.iter().filter(|r| r.kind == "decision") {
+        let decision: Value = serde_json::from_str(&row.body).unwrap();
+        assert_eq!(decision["model"], Value::Null, "{decision}");
+        assert_eq!(decision["reason_code"], "model_not_found", "{decision}");
+    }
+    let bytes = veil.db_bytes();
+    assert!(!contains(&bytes, "536-22-8745") && !contains(&bytes, "536228745"));
+    veil.stop().await;
+}
+
 #[tokio::test]
 async fn a_phone_number_in_the_model_name_does_not_leave() {
     let veil = Veil::start().await;
