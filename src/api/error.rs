@@ -38,7 +38,9 @@ pub enum ApiError {
     },
     /// Neither an upstream nor the local model serves the model. The name is not repeated in the
     /// message: it is client text, and messages are logged.
-    #[error("the requested model is not served by any configured upstream or the local model; GET /v1/models lists them")]
+    #[error(
+        "the requested model is not served by any configured upstream or the local model; GET /v1/models lists them"
+    )]
     ModelNotFound,
     /// The local model cannot answer; nothing is sent to a cloud instead.
     #[error(

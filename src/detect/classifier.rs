@@ -94,6 +94,13 @@ pub struct Manifest {
     /// Hex SHA-256 of the drug lexicon file (required with `drug_lexicon`).
     #[serde(default)]
     pub drug_lexicon_sha256: Option<String>,
+    /// File (in the model directory) of nationality, ethnicity and language words, which are
+    /// never a person or a place either; same format. Absent: no such rule.
+    #[serde(default)]
+    pub demonym_lexicon: Option<String>,
+    /// Hex SHA-256 of the demonym lexicon file (required with `demonym_lexicon`).
+    #[serde(default)]
+    pub demonym_lexicon_sha256: Option<String>,
     /// File (in the model directory) of plain words: English words written only in lower case,
     /// none of them a name or place Faker knows; one per line, `#` comments. Absent: no
     /// plain-word rule.
@@ -155,6 +162,7 @@ pub struct Classifier {
     caseless_thresholds: Vec<f32>,
     extend: Vec<f32>,
     drugs: HashSet<String>,
+    demonyms: HashSet<String>,
     plain_words: PlainWords,
     version: String,
 }
@@ -267,6 +275,12 @@ impl Classifier {
             manifest.drug_lexicon.as_deref(),
             manifest.drug_lexicon_sha256.as_deref(),
             "drug_lexicon",
+        )?;
+        let demonyms = lexicon(
+            &cfg.dir,
+            manifest.demonym_lexicon.as_deref(),
+            manifest.demonym_lexicon_sha256.as_deref(),
+            "demonym_lexicon",
         )?;
         let plain_words = PlainWords {
             words: lexicon(
@@ -389,6 +403,7 @@ impl Classifier {
             caseless_thresholds,
             extend,
             drugs,
+            demonyms,
             plain_words,
             version: manifest.version,
         })
@@ -468,7 +483,8 @@ impl Classifier {
             .into_iter()
             .filter_map(|f| span_rules(text, f))
             .map(|f| with_ordinal_day(text, f))
-            .filter(|f| !only_drug_names(text, f, &self.drugs))
+            .filter(|f| !only_lexicon_words(text, f, &self.drugs))
+            .filter(|f| !only_lexicon_words(text, f, &self.demonyms))
             .collect();
         if cased {
             found.retain(|f| !weak_lower_case_span(text, f) && !acronym_as_name(text, f));
@@ -1727,13 +1743,15 @@ fn drop_group_words(text: &str, found: &mut Vec<Finding>) {
 }
 
 /// Step 6 of the decoding rules, after [`span_rules`]: whether `f` is a PERSON, LOCATION or
-/// ORGANIZATION span whose words (runs of letters) are all drug names ("coumadin", "ATIVAN",
-/// "zoloft / amiodarone"): a drug is never a person or a place. The lexicon has no name or
-/// place that Faker knows (`training/drug_lexicon.py`).
-fn only_drug_names(text: &str, f: &Finding, drugs: &HashSet<String>) -> bool {
-    !drugs.is_empty()
+/// ORGANIZATION span whose words (runs of letters) are all in `lexicon`. With the drug lexicon
+/// ("coumadin", "ATIVAN", "zoloft / amiodarone": a drug is never a person or a place; it has no
+/// name or place that Faker knows, `training/drug_lexicon.py`); with the demonym lexicon
+/// ("African American", "Hispanic", "Cantonese": nationality, ethnicity and language words are
+/// never names or places; `models/classifier/demonyms.txt`).
+fn only_lexicon_words(text: &str, f: &Finding, lexicon: &HashSet<String>) -> bool {
+    !lexicon.is_empty()
         && name_span_words(text, f)
-            .is_some_and(|words| words.iter().all(|w| drugs.contains(&w.to_lowercase())))
+            .is_some_and(|words| words.iter().all(|w| lexicon.contains(&w.to_lowercase())))
 }
 
 /// The words (runs of letters) of `f` when it is a PERSON, LOCATION or ORGANIZATION span that
@@ -2238,14 +2256,14 @@ mod tests {
             .collect();
         let text = "on COUMADIN and zoloft \n amiodarone; Dr Coumadin-Smith; Zoloft 50 mg";
         let span = |needle: &str, entity: EntityType| found(text, needle, entity);
-        let dropped = |f: Finding| only_drug_names(text, &f, &drugs);
+        let dropped = |f: Finding| only_lexicon_words(text, &f, &drugs);
         assert!(dropped(span("COUMADIN", EntityType::Person)));
         assert!(dropped(span("zoloft \n amiodarone", EntityType::Location)));
         assert!(dropped(span("Zoloft 50", EntityType::Organization)));
         // A name beside a drug's, other types, and an empty lexicon are left alone.
         assert!(!dropped(span("Coumadin-Smith", EntityType::Person)));
         assert!(!dropped(span("COUMADIN", EntityType::Date)));
-        assert!(!only_drug_names(
+        assert!(!only_lexicon_words(
             text,
             &span("COUMADIN", EntityType::Person),
             &HashSet::new()

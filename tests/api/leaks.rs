@@ -50,7 +50,10 @@ async fn an_unconfigured_model_name_is_refused_unread_and_unrecorded() {
         assert_eq!(resp.status(), 404, "{model}");
         let text = resp.text().await.unwrap();
         assert!(text.contains("model_not_found"), "{text}");
-        assert!(!text.contains("536"), "the error does not echo the model: {text}");
+        assert!(
+            !text.contains("536"),
+            "the error does not echo the model: {text}"
+        );
     }
     assert_eq!(veil.mock.hits(), 0);
     let rows = veil.wait_rows(4).await;
