@@ -267,6 +267,9 @@ fn track_span(bytes: &[u8], pan: &Range<usize>) -> Option<Range<usize>> {
 }
 
 fn cards(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32, state: &mut State) {
+    // Long numbers that failed Luhn after a card word, kept for after the cards: a real card
+    // later in the run wins over them (`2023 4111 1111 1111 1111`).
+    let mut fallbacks: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < run.n {
         let g0 = run.g(i);
@@ -282,6 +285,9 @@ fn cards(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32, state: &mut State) 
             continue;
         }
         let mut best: Option<(usize, CardBrand)> = None;
+        // The longest 13–19-digit candidate that failed Luhn: an account number if a card word
+        // labels it.
+        let mut labelled: Option<usize> = None;
         let mut total = 0;
         for j in i..run.n {
             if j > i {
@@ -310,9 +316,12 @@ fn cards(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32, state: &mut State) 
                 && let Some(brand) = checksum::card_brand(d.as_slice())
             {
                 best = Some((j, brand));
+            } else if total >= 13 {
+                labelled = Some(j);
             }
         }
         let Some((j, brand)) = best else {
+            fallbacks.extend(labelled.map(|j| (i, j)));
             i += 1;
             continue;
         };
@@ -344,6 +353,18 @@ fn cards(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32, state: &mut State) 
         state.last_card_end = Some(span.end);
         *claimed |= mask(i, j);
         i = j + 1;
+    }
+    for (i, j) in fallbacks {
+        let span = run.span(i, j);
+        if *claimed & mask(i, j) == 0 && s.ctx(span.clone(), class::CARD) {
+            s.emit(
+                span,
+                EntityType::Account,
+                scores::CARD_LABELLED_ACCOUNT,
+                names::CARD_LABELLED_ACCOUNT,
+            );
+            *claimed |= mask(i, j);
+        }
     }
 }
 

@@ -12,6 +12,9 @@ pub(crate) mod scores {
     pub const CARD: f32 = 0.95;
     /// Luhn-valid but a less common range (Maestro, UATP, 12-digit).
     pub const CARD_MINOR: f32 = 0.8;
+    /// 13–19 digits after a card word that fail Luhn: not a card (Luhn stays the gate), but
+    /// a long number someone labelled, kept as an account number.
+    pub const CARD_LABELLED_ACCOUNT: f32 = 0.7;
     /// mod-97 IBAN with the country's exact length.
     pub const IBAN: f32 = 0.95;
     /// Syntactically valid address with a real-looking TLD.
@@ -89,6 +92,7 @@ recognizers! {
     CARD_TRACK = "card_track_data": "Magnetic-stripe track 1 or 2 data around a Luhn-valid PAN (1.0).",
     CARD_EXPIRY = "card_expiry": "Expiry date next to a PAN (0.9).",
     CARD_CVV = "card_cvv": "CVV/CVC after its keyword next to a PAN (0.9).",
+    CARD_LABELLED_ACCOUNT = "card_label_account": "13-19 digits after a card word that fail Luhn: reported as ACCOUNT (0.7).",
     SSN = "ssn": "SSN in 3-2-4 form passing SSA rules (0.85 dashed, 0.55 spaced/dotted, 0.95 with context).",
     SSN_CONTEXT = "ssn_context": "Bare nine digits passing SSA rules next to an SSN keyword (0.85).",
     PHONE_NANP = "phone_nanp": "North American number (0.75 formatted, 0.4 bare, 0.9+ with context).",
