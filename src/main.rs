@@ -706,12 +706,17 @@ fn audit_verify(path: &Path, args: VerifyArgs) -> anyhow::Result<u8> {
         // Key and checkpoint files not set explicitly are looked for beside this database.
         config.audit.url.clone_from(db);
     }
-    let (evidence, damaged) = veil::audit::keys::evidence(
+    let (mut evidence, damaged) = veil::audit::keys::evidence(
         &config.audit,
         |k| std::env::var(k).ok(),
         &args.public_keys,
         &args.checkpoints,
     )?;
+    if args.export.is_some() && args.checkpoints.is_empty() {
+        // An export carries its own checkpoints; the local checkpoint file belongs to another
+        // log (or to this one's later life) and is used only when named.
+        evidence.checkpoints.clear();
+    }
     let url = args.db.unwrap_or(config.audit.url);
     let (v, scope) = match &args.export {
         Some(dir) => {

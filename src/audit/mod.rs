@@ -261,6 +261,9 @@ pub trait AuditStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>>;
     /// Whether the database answers.
     fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>>;
+    /// Closes every connection and waits until they are closed (SQLite checkpoints its WAL
+    /// then); the writer calls it when it stops, after every handle to the log is gone.
+    fn close(&self) -> BoxFuture<'_, ()>;
     /// Requests matching a query, newest first.
     fn query<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Vec<RequestRow>, AuditError>>;
     /// Counts over the requests matching a query.
@@ -906,6 +909,7 @@ async fn writer(
     if marks.since > 0 {
         marks.sign(store.as_ref()).await;
     }
+    store.close().await;
 }
 
 fn to_new(row: &Row, ts: &str) -> NewRow {
@@ -1105,6 +1109,9 @@ mod tests {
         fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>> {
             self.inner.ping()
         }
+        fn close(&self) -> BoxFuture<'_, ()> {
+            self.inner.close()
+        }
         fn query<'a>(&'a self, q: &'a Query) -> BoxFuture<'a, Result<Vec<RequestRow>, AuditError>> {
             self.inner.query(q)
         }
@@ -1238,7 +1245,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_flushes_pending_rows_or_says_how_many_are_lost() {
         // The database comes back during the shutdown window: everything lands.
-        let (log, task, store, _dir) = flaky_with_task(200).await;
+        let (log, task, store, dir) = flaky_with_task(200).await;
         store.down.store(true, Ordering::Relaxed);
         for i in 0..3 {
             log.record_detached(
@@ -1254,7 +1261,12 @@ mod tests {
         });
         assert_eq!(task.finish(Duration::from_secs(5)).await, 0);
         let _ = revive.await;
-        let rows = store.inner.rows().await.unwrap_or_else(|e| panic!("{e}"));
+        // The writer closed its store when it stopped: read the file afresh.
+        let db = dir.path().join("a.db").display().to_string();
+        let reader = SqliteStore::open_read_only(&db)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = reader.rows().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rows.len(), 6);
         assert!(verify(&rows).is_empty());
 

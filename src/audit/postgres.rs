@@ -373,6 +373,10 @@ impl AuditStore for PostgresStore {
         })
     }
 
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.pool.close().await })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1")

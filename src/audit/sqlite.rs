@@ -432,6 +432,15 @@ impl AuditStore for SqliteStore {
         })
     }
 
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(conn) = self.writer.lock().await.take() {
+                let _ = conn.close().await;
+            }
+            self.pool.close().await;
+        })
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), AuditError>> {
         Box::pin(async move {
             sqlx::query("SELECT 1")
