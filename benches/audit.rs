@@ -230,6 +230,21 @@ async fn query(url: &str, label: &str, postgres: bool, requests: u64) {
 
 #[tokio::main]
 async fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // and then it only checks that the benchmark works, with a few requests.
+    if !std::env::args().any(|a| a == "--bench") {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = format!("sqlite://{}", dir.path().join("smoke.db").display());
+        write(&sqlite, "sqlite", 200, 8).await;
+        write(
+            &fresh_postgres("veil_bench_smoke").await,
+            "postgres",
+            200,
+            8,
+        )
+        .await;
+        return;
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
