@@ -16,6 +16,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+mod columns;
 pub mod export;
 pub mod keys;
 mod postgres;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::columns;
 use super::query::{Dialect, Query, RequestRow, Stats, push_filtered};
 use super::{AuditError, AuditStore, BoxFuture, ChainKey, Checkpoint, GENESIS, NewRow, StoredRow};
 
@@ -231,16 +232,7 @@ impl AuditStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-            Ok(rows
-                .iter()
-                .map(|r| Checkpoint {
-                    seq: r.get(0),
-                    head: r.get(1),
-                    ts: r.get(2),
-                    key_id: r.get(3),
-                    signature: r.get(4),
-                })
-                .collect())
+            Ok(rows.iter().map(columns::checkpoint).collect())
         })
     }
 
@@ -300,24 +292,7 @@ impl AuditStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-            Ok(rows
-                .iter()
-                .map(|r| StoredRow {
-                    seq: r.get(0),
-                    request_id: r.get(1),
-                    kind: r.get(2),
-                    ts: r.get(3),
-                    tenant: r.get(4),
-                    action: r.get(5),
-                    outcome: r.get(6),
-                    status: r.get(7),
-                    body: r.get(8),
-                    prev_hash: r.get(9),
-                    hash: r.get(10),
-                    scheme: r.get(11),
-                    mac: r.get(12),
-                })
-                .collect())
+            Ok(rows.iter().map(columns::stored_row).collect())
         })
     }
 
@@ -334,27 +309,7 @@ impl AuditStore for PostgresStore {
                     .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
             }
             let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    RequestRow::from_columns(
-                        r.get(0),
-                        r.get(1),
-                        r.get(2),
-                        r.get(3),
-                        r.get(4),
-                        r.get(5),
-                        r.get(6),
-                        r.get(7),
-                        r.get(8),
-                        r.get(9),
-                        r.get(10),
-                        r.get(11),
-                        r.get(12),
-                        r.get(13),
-                    )
-                })
-                .collect())
+            Ok(rows.iter().map(columns::request_row).collect())
         })
     }
 
