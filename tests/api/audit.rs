@@ -1,7 +1,6 @@
 //! The audit trail: one record per request, durable before egress, no raw text anywhere.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -183,16 +182,10 @@ async fn audit_outage_fails_closed_with_zero_egress() {
     sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
     drop(conn);
     // The writer retries the refused request's rows by itself and becomes ready again.
-    let mut ready = false;
-    for _ in 0..100 {
-        let resp = veil.client.get(veil.url("/readyz")).send().await.unwrap();
-        if resp.status() == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "/readyz recovers once the database is back");
+    assert!(
+        veil.wait_ready().await,
+        "/readyz recovers once the database is back"
+    );
     let resp = veil.chat(KEY_DEFAULT, user("hello again")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(veil.mock.hits(), 1);

@@ -192,23 +192,10 @@ async fn an_immutable_shm_file_fails_closed_instead_of_crashing() {
     let ready = veil.client.get(veil.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     drop(guard);
-    let mut ready = false;
-    for _ in 0..100 {
-        if veil
-            .client
-            .get(veil.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "recovers once the file is writable again");
+    assert!(
+        veil.wait_ready().await,
+        "recovers once the file is writable again"
+    );
     assert_eq!(
         veil.chat(KEY_DEFAULT, user("hello again")).await.status(),
         200

@@ -360,6 +360,25 @@ impl Veil {
         all
     }
 
+    /// Waits up to 10 s for `/readyz` to answer 200; whether it did.
+    pub async fn wait_ready(&self) -> bool {
+        for _ in 0..100 {
+            if self
+                .client
+                .get(self.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;

@@ -161,23 +161,10 @@ async fn a_postgres_audit_log_records_every_request_and_fails_closed_while_down(
 
     // Back: the writer recovers without traffic, and the refused request is on record.
     relay.restore().await;
-    let mut ready = false;
-    for _ in 0..100 {
-        if veil
-            .client
-            .get(veil.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "/readyz recovers once PostgreSQL is back");
+    assert!(
+        veil.wait_ready().await,
+        "/readyz recovers once PostgreSQL is back"
+    );
     let resp = veil.chat(KEY_DEFAULT, user("hello again")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(veil.mock.hits(), 2);
