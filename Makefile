@@ -13,7 +13,7 @@ ORT_SHA256   := fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 export VEIL_ORT_LIB := $(abspath $(ORT_LIB))
 export VEIL_TEST_MODEL := $(abspath $(MODEL))
 
-.PHONY: run test deps assets build bench bench-audit lint train-classifier clean-data
+.PHONY: run test deps assets build bench bench-audit lint train-classifier clean-data eval eval-rules
 
 ## make run: build veil and serve it on 127.0.0.1:8080 with veil.toml.
 run: deps assets
@@ -25,6 +25,7 @@ test: deps assets
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --all-targets
+	python3 training/typos.py
 	python3 tests/sdk/run.py
 
 deps:
@@ -55,6 +56,20 @@ bench-audit: deps
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+## make eval: veil scan on both dev sets (../shared/datasets), scored on their tune and report
+## halves, per recognizer too (scripts/eval_halves.py).
+SHARED ?= ../shared
+eval: build assets
+	@mkdir -p data/eval
+	@for ds in physionet-deid presidio-synth; do \
+	  RUST_LOG=warn ./target/release/veil scan --jsonl $(SHARED)/datasets/$$ds.dev.jsonl data/eval/$$ds.jsonl && \
+	  echo "== $$ds" && SHARED=$(SHARED) python3 scripts/eval_halves.py $(SHARED)/datasets/$$ds.dev.jsonl data/eval/$$ds.jsonl --recognizers || exit 1; \
+	done
+
+## make eval-rules: what each classifier decoding rule changes on both halves of both dev sets.
+eval-rules: build assets
+	SHARED=$(SHARED) python3 scripts/eval_rules.py --keep data/eval/rules
 
 ## make train-classifier: regenerate training data, fine-tune, export, choose thresholds with veil's
 ## pattern findings, evaluate with veil scan.

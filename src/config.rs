@@ -359,6 +359,9 @@ pub struct ClassifierSettings {
     pub on_missing: OnMissing,
     /// Which integer kernels run the model's products.
     pub weights: Weights,
+    /// Decoding rules switched off, by id (`veil scan --ablate` measures each; see
+    /// `detect::classifier::rules::RULES`). Empty: all run.
+    pub rules_off: Vec<String>,
 }
 
 /// How the classifier's quantized products run. Both give the same scores bit for bit.
@@ -382,6 +385,7 @@ impl Default for ClassifierSettings {
             batch: 16,
             on_missing: OnMissing::Refuse,
             weights: Weights::Auto,
+            rules_off: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use veil::config::Config;
 use veil::detect::Finding;
+use veil::detect::classifier::decode::WordScores;
 use veil::snapshot::{PolicySet, Snapshot};
 
 #[derive(Parser)]
@@ -42,6 +43,21 @@ enum Command {
         /// score): what the policy protects, rather than everything detected.
         #[arg(long)]
         acted_on: bool,
+        /// With --jsonl: also write the classifier's word scores of every record to FILE.
+        #[arg(long, value_name = "FILE", requires = "jsonl")]
+        word_scores_out: Option<PathBuf>,
+        /// With --jsonl: decode word scores read from FILE (written by --word-scores-out for the
+        /// same records and model) instead of running the model: other thresholds or rules,
+        /// same scores.
+        #[arg(long, value_name = "FILE", requires = "jsonl")]
+        word_scores_in: Option<PathBuf>,
+        /// Decoding rules to switch off, by id, on top of `classifier.rules_off`.
+        #[arg(long, value_name = "ID", value_delimiter = ',')]
+        rules_off: Vec<String>,
+        /// With --jsonl: also write DIR/<rule id>.jsonl for every rule that runs, the output
+        /// without that rule (the model runs once per record).
+        #[arg(long, value_name = "DIR", requires = "jsonl")]
+        ablate: Option<PathBuf>,
         /// Scan this file.
         #[arg(long)]
         file: Option<PathBuf>,
@@ -291,10 +307,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             policy,
             jsonl,
             acted_on,
+            word_scores_out,
+            word_scores_in,
+            rules_off,
+            ablate,
             file,
             text,
         } => {
-            let config = Config::load(config_file)?;
+            let mut config = Config::load(config_file)?;
+            config.classifier.rules_off.extend(rules_off);
             let classifier = veil::snapshot::load_classifier(&config.classifier)?;
             let set = Snapshot::policy_set(
                 &config.policies.dir.join(format!("{policy}.toml")),
@@ -302,7 +323,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             )?;
             match (jsonl, file, text) {
                 (Some(paths), _, _) => match paths.as_slice() {
-                    [input, output] => scan_jsonl(&set, acted_on, input, output),
+                    [input, output] => scan_jsonl(
+                        &set,
+                        &ScanJsonl {
+                            acted_on,
+                            input,
+                            output,
+                            scores_out: word_scores_out.as_deref(),
+                            scores_in: word_scores_in.as_deref(),
+                            ablate: ablate.as_deref(),
+                        },
+                    ),
                     _ => bail!("--jsonl takes IN and OUT"),
                 },
                 (None, Some(path), _) => {
@@ -619,13 +650,170 @@ fn char_offsets(text: &str, start: usize, end: usize) -> (usize, usize) {
     (count(start), count(end))
 }
 
-fn scan_jsonl(set: &PolicySet, acted_on: bool, input: &Path, output: &Path) -> anyhow::Result<()> {
+/// `veil scan --jsonl` and its options.
+struct ScanJsonl<'a> {
+    acted_on: bool,
+    input: &'a Path,
+    output: &'a Path,
+    scores_out: Option<&'a Path>,
+    scores_in: Option<&'a Path>,
+    ablate: Option<&'a Path>,
+}
+
+/// One record's word scores as `--word-scores-out` writes them: the model and a digest of the
+/// text they belong to (no text), so scores are never decoded against another text or model.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScoredRecord {
+    id: Value,
+    model: String,
+    text_sha256: String,
+    #[serde(flatten)]
+    scores: WordScores,
+}
+
+fn create(path: &Path) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    Ok(std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+    ))
+}
+
+fn write_spans(
+    out: &mut impl Write,
+    id: &Value,
+    text: &str,
+    findings: Vec<Finding>,
+) -> anyhow::Result<()> {
+    let spans: Vec<Value> = findings
+        .into_iter()
+        .map(|f| {
+            let (start, end) = char_offsets(text, f.start, f.end);
+            json!({"start": start, "end": end, "label": f.entity.as_str(), "score": f.score, "recognizer": f.recognizer})
+        })
+        .collect();
+    serde_json::to_writer(&mut *out, &json!({"id": id, "spans": spans}))?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+fn scan_jsonl(set: &PolicySet, o: &ScanJsonl<'_>) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let classifier = match &set.detectors.classifier {
+        veil::scan::ClassifierState::Loaded(c) => Some(c.clone()),
+        _ => None,
+    };
+    let scored = o.scores_out.is_some() || o.scores_in.is_some() || o.ablate.is_some();
+    let Some(c) = classifier.filter(|_| scored) else {
+        if scored {
+            bail!(
+                "--word-scores-out, --word-scores-in and --ablate need the classifier (classifier.dir is empty or it did not load)"
+            );
+        }
+        return scan_plain(set, o);
+    };
+    let mut stored: std::collections::HashMap<String, ScoredRecord> = match o.scores_in {
+        None => Default::default(),
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut out = std::collections::HashMap::new();
+            for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+                let r: ScoredRecord = serde_json::from_str(&line?).with_context(|| {
+                    format!("{}:{}: not a word-score record", path.display(), n + 1)
+                })?;
+                out.insert(r.id.to_string(), r);
+            }
+            out
+        }
+    };
+    let mut output = create(o.output)?;
+    let mut scores_out = o.scores_out.map(create).transpose()?;
+    let rules = c.rules();
+    let mut ablations = match o.ablate {
+        None => Vec::new(),
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            veil::detect::classifier::rules::RULES
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| rules.runs(*i))
+                .map(|(i, r)| {
+                    Ok((
+                        rules.and_without(i),
+                        create(&dir.join(format!("{}.jsonl", r.id)))?,
+                    ))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        }
+    };
+    for_records(o.input, |id, text| {
+        let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        let scores = match o.scores_in {
+            None => c.word_scores(text)?,
+            Some(path) => {
+                let r = stored.remove(&id.to_string()).with_context(|| {
+                    format!("{}: no word scores for record {id}", path.display())
+                })?;
+                if r.model != c.version() || r.text_sha256 != digest || !c.fits(&r.scores) {
+                    bail!(
+                        "{}: the word scores of record {id} are for another text or model ({}); write them again with --word-scores-out",
+                        path.display(),
+                        r.model
+                    );
+                }
+                r.scores
+            }
+        };
+        let mut found = set.detectors.detect_scored(text, &scores, rules)?;
+        if o.acted_on {
+            found.retain(|f| set.policy.acts_on(f));
+        }
+        write_spans(&mut output, id, text, found)?;
+        for (without, out) in &mut ablations {
+            let mut found = set.detectors.detect_scored(text, &scores, *without)?;
+            if o.acted_on {
+                found.retain(|f| set.policy.acts_on(f));
+            }
+            write_spans(out, id, text, found)?;
+        }
+        if let Some(out) = &mut scores_out {
+            let record = ScoredRecord {
+                id: id.clone(),
+                model: c.version().to_owned(),
+                text_sha256: digest,
+                scores,
+            };
+            serde_json::to_writer(&mut *out, &record)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    for out in std::iter::once(&mut output)
+        .chain(scores_out.as_mut())
+        .chain(ablations.iter_mut().map(|(_, out)| out))
+    {
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// `veil scan --jsonl` without word scores: what the server would detect, record by record.
+fn scan_plain(set: &PolicySet, o: &ScanJsonl<'_>) -> anyhow::Result<()> {
+    let mut output = create(o.output)?;
+    for_records(o.input, |id, text| {
+        write_spans(&mut output, id, text, findings(set, o.acted_on, text)?)
+    })?;
+    output.flush()?;
+    Ok(())
+}
+
+/// Calls `each` with the id and text of every record of a JSONL file.
+fn for_records(
+    input: &Path,
+    mut each: impl FnMut(&Value, &str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let reader = std::io::BufReader::new(
         std::fs::File::open(input).with_context(|| format!("cannot read {}", input.display()))?,
-    );
-    let mut writer = std::io::BufWriter::new(
-        std::fs::File::create(output)
-            .with_context(|| format!("cannot write {}", output.display()))?,
     );
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
@@ -639,17 +827,8 @@ fn scan_jsonl(set: &PolicySet, acted_on: bool, input: &Path, output: &Path) -> a
             .get("text")
             .and_then(Value::as_str)
             .with_context(|| format!("{}:{}: no \"text\" string", input.display(), n + 1))?;
-        let spans: Vec<Value> = findings(set, acted_on, text)?
-            .into_iter()
-            .map(|f| {
-                let (start, end) = char_offsets(text, f.start, f.end);
-                json!({"start": start, "end": end, "label": f.entity.as_str(), "score": f.score, "recognizer": f.recognizer})
-            })
-            .collect();
-        serde_json::to_writer(&mut writer, &json!({"id": id, "spans": spans}))?;
-        writer.write_all(b"\n")?;
+        each(&id, text)?;
     }
-    writer.flush()?;
     Ok(())
 }
 

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::detect::classifier::decode::WordScores;
+use crate::detect::classifier::rules::RuleSet;
 use crate::detect::classifier::{Classifier, ClassifierError};
 use crate::detect::{EntityType, Finding, PatternDetector};
 use crate::extract::Extracted;
@@ -68,10 +70,35 @@ impl Detectors {
         text: &str,
         prose_end: usize,
     ) -> Result<Vec<Finding>, ClassifierError> {
+        self.merged(text, prose_end, |c, text| c.detect(text, &self.thresholds))
+    }
+
+    /// Like [`Self::detect`], with the classifier's word scores for `text` given (read back
+    /// from `veil scan --word-scores-out`) and the decoding rules chosen: how `veil scan`
+    /// measures rules and thresholds without running the model again.
+    pub fn detect_scored(
+        &self,
+        text: &str,
+        scores: &WordScores,
+        rules: RuleSet,
+    ) -> Result<Vec<Finding>, ClassifierError> {
+        self.merged(text, text.len(), |c, text| {
+            Ok(c.decode(text, scores, &self.thresholds, rules))
+        })
+    }
+
+    /// Pattern findings, then what `classify` finds in `text[..prose_end]` (when the classifier
+    /// is loaded) minus allowed terms, on the policy scale; sorted by start.
+    fn merged(
+        &self,
+        text: &str,
+        prose_end: usize,
+        classify: impl FnOnce(&Classifier, &str) -> Result<Vec<Finding>, ClassifierError>,
+    ) -> Result<Vec<Finding>, ClassifierError> {
         let mut findings = self.patterns.detect(text);
         if let ClassifierState::Loaded(c) = &self.classifier {
             let text = text.get(..prose_end).unwrap_or(text);
-            let extra = c.detect(text, &self.thresholds)?;
+            let extra = classify(c, text)?;
             findings.extend(
                 extra
                     .into_iter()
@@ -120,7 +147,7 @@ impl Detectors {
 /// where it starts reporting the type, chosen per type for recall — maps to 0.5 and certainty to
 /// 1, linearly; a reported span below its threshold (grown by hysteresis) counts as 0.5. Rules
 /// compare every finding with one `min_score` (0.5 by default), while the thresholds differ by
-/// type (PERSON 0.1, LOCATION 0.1, DATE 0.85 for v9.1 in cased text): on the model's raw scores
+/// type (PERSON 0.1, LOCATION 0.1, DATE 0.85 for v9.2 in cased text): on the model's raw scores
 /// a rule's 0.5 would silently drop the weaker names and places the thresholds were chosen to
 /// report.
 pub fn on_policy_scale(score: f32, threshold: f32) -> f32 {

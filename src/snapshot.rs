@@ -11,6 +11,7 @@ use crate::audit::ValueDigester;
 use crate::auth::Keys;
 use crate::config::{ClassifierSettings, Config, OnMissing};
 use crate::detect::PatternDetector;
+use crate::detect::classifier::rules::RuleSet;
 use crate::detect::classifier::{Classifier, ClassifierConfig};
 use crate::policy::{self, Policy, Sources};
 use crate::route::cloud::Cloud;
@@ -77,12 +78,16 @@ pub fn load_classifier(settings: &ClassifierSettings) -> Result<ClassifierState,
     if settings.dir.as_os_str().is_empty() {
         return Ok(ClassifierState::Disabled);
     }
+    // An unknown rule id is a configuration error whatever `on_missing` says.
+    let rules = RuleSet::without(&settings.rules_off)
+        .map_err(|e| SnapshotError::Classifier(format!("classifier.rules_off: {e}")))?;
     let cfg = ClassifierConfig {
         dir: settings.dir.clone(),
         ort_library: settings.ort_library.clone(),
         threads: settings.threads,
         batch: settings.batch,
         weights: settings.weights,
+        rules,
     };
     match Classifier::load(&cfg) {
         Ok(c) => Ok(ClassifierState::Loaded(Arc::new(c))),

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use veil::detect::classifier::decode::WordScores;
+use veil::detect::classifier::rules::{RULES, RuleSet};
 use veil::detect::classifier::{Classifier, ClassifierConfig, Manifest, Weights, weights};
 use veil::detect::{EntityType, Finding};
 
@@ -33,6 +35,7 @@ fn config(dir: &Path) -> ClassifierConfig {
         threads: 1,
         batch: 4,
         weights: Weights::Auto,
+        rules: RuleSet::all(),
     }
 }
 
@@ -149,6 +152,7 @@ fn a_corrupt_model_is_refused() {
         "model.onnx",
         "tokenizer.json",
         "manifest.toml",
+        "decoding.toml",
         "drugs.txt",
         "demonyms.txt",
         "words.txt",
@@ -185,6 +189,11 @@ fn a_corrupt_model_is_refused() {
         ("drugs.txt", "smith\n"),
         ("words.txt", "okonkwo\n"),
         ("near_names.txt", "daughter\n"),
+        (
+            "decoding.toml",
+            "# a list edited without its new checksum\n",
+        ),
+        ("demonyms.txt", "okonkwo\n"),
     ] {
         let path = tmp.path().join(file);
         let mut text = std::fs::read_to_string(&path).unwrap();
@@ -208,6 +217,7 @@ fn load_with(tmp: &Path, edit: impl Fn(&str) -> String) -> Classifier {
     for f in [
         "model.onnx",
         "tokenizer.json",
+        "decoding.toml",
         "drugs.txt",
         "demonyms.txt",
         "words.txt",
@@ -448,8 +458,8 @@ fn scores_do_not_depend_on_the_cpu() {
     let dir = repo().join("models/classifier");
     assert_eq!(
         manifest(&dir).version,
-        "veil-ner-minilm-L3-int8-v9.1",
-        "the expected scores below belong to v9's weights (v9.1: v9 with caseless thresholds)"
+        "veil-ner-minilm-L3-int8-v9.2",
+        "the expected scores below belong to v9's weights (v9.1: v9 with caseless thresholds; v9.2: v9.1 with the decoding rules of issue 26)"
     );
     let text = "Please summarize the visit of Anneliese Kowalczyk (DOB 4/9/1961) at Briarwood \
                 Clinic, 14 Elm Hollow Rd, Dunmore, on the 3rd of May.";
@@ -490,7 +500,7 @@ fn weak_names_used_by_the_policy_test_score_between_threshold_and_min_score() {
     // tests/api/classifier.rs `weak_names_count_for_the_policy` needs names the model reports
     // above its PERSON threshold but below the rules' min_score (raw). A new model needs new names.
     let dir = repo().join("models/classifier");
-    assert_eq!(manifest(&dir).version, "veil-ner-minilm-L3-int8-v9.1");
+    assert_eq!(manifest(&dir).version, "veil-ner-minilm-L3-int8-v9.2");
     let c = Classifier::load(&config(&dir)).unwrap();
     for (text, name, below) in [
         ("move Tove to the late shift", "Tove", 0.5),
@@ -531,4 +541,98 @@ fn every_quantized_weight_of_the_shipped_model_can_be_made_int8() {
     let once = model.clone();
     assert!(weights::to_signed(&mut model).is_err());
     assert_eq!(model, once);
+}
+
+/// `fixtures/classifier/rules.toml`: one case per decoding rule.
+#[derive(serde::Deserialize)]
+struct RuleCases {
+    rule: Vec<RuleCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct RuleCase {
+    id: String,
+    text: String,
+    on: Vec<(String, String)>,
+    off: Vec<(String, String)>,
+}
+
+#[test]
+fn every_decoding_rule_changes_the_output_of_its_fixture_when_switched_off() {
+    let cases: RuleCases = toml::from_str(
+        &std::fs::read_to_string(repo().join("fixtures/classifier/rules.toml")).unwrap(),
+    )
+    .unwrap();
+    let c = load();
+    let typed = |text: &str, found: &[Finding]| -> Vec<(String, String)> {
+        found
+            .iter()
+            .map(|f| {
+                (
+                    f.entity.as_str().to_owned(),
+                    text[f.start..f.end].to_owned(),
+                )
+            })
+            .collect()
+    };
+    for (i, rule) in RULES.iter().enumerate() {
+        let case = cases
+            .rule
+            .iter()
+            .find(|case| case.id == rule.id)
+            .unwrap_or_else(|| panic!("rule {} has no case in rules.toml", rule.id));
+        let scores = c.word_scores(&case.text).unwrap();
+        let with = c.decode(&case.text, &scores, &BTreeMap::new(), RuleSet::all());
+        let without = c.decode(
+            &case.text,
+            &scores,
+            &BTreeMap::new(),
+            RuleSet::all().and_without(i),
+        );
+        assert_ne!(
+            with, without,
+            "{}: switching it off changes nothing",
+            rule.id
+        );
+        assert_eq!(
+            typed(&case.text, &with),
+            case.on,
+            "{}: with every rule",
+            rule.id
+        );
+        assert_eq!(
+            typed(&case.text, &without),
+            case.off,
+            "{}: without it",
+            rule.id
+        );
+        // Switched off by id, as configuration and `veil scan --rules-off` do.
+        assert_eq!(
+            RuleSet::without(&[rule.id]).unwrap(),
+            RuleSet::all().and_without(i)
+        );
+    }
+    for case in &cases.rule {
+        assert!(
+            RULES.iter().any(|r| r.id == case.id),
+            "rules.toml names no rule {}",
+            case.id
+        );
+    }
+    assert!(RuleSet::without(&["no_such_rule"]).is_err());
+}
+
+#[test]
+fn decoding_stored_word_scores_gives_what_detect_gives() {
+    let c = load();
+    let text = "Seen by Dr. Varga at Calvert Hospital on 4/9/1961; wife Ann at bedside.";
+    let scores = c.word_scores(text).unwrap();
+    // Through JSON and back, as `veil scan --word-scores-out` / `--word-scores-in` do.
+    let stored: WordScores =
+        serde_json::from_str(&serde_json::to_string(&scores).unwrap()).unwrap();
+    assert!(c.fits(&stored));
+    assert_eq!(
+        c.decode(text, &stored, &BTreeMap::new(), c.rules()),
+        c.detect(text, &BTreeMap::new()).unwrap()
+    );
 }

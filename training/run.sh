@@ -36,7 +36,7 @@ FLOOR_WEIGHT=${FLOOR_WEIGHT:-10}
 PRECISION_WEIGHT=${PRECISION_WEIGHT:-1}
 CASELESS_PRECISION_WEIGHT=${CASELESS_PRECISION_WEIGHT:-10}
 WORDLISTS=${WORDLISTS:-large huge}
-VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v9.1}
+VERSION=${VERSION:-veil-ner-minilm-L${LAYERS}-int8-v9.2}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 start=$(date +%s)
@@ -118,24 +118,25 @@ nice -n 10 $PY train.py --data data/train.jsonl --base "$BASE" --out runs/final 
 log "exporting and quantizing"
 $PY export.py --ckpt runs/final --base "$BASE" --out "$OUT"
 
+# The hand-written word lists of the decoding rules travel with every model directory.
+for f in decoding.toml demonyms.txt; do [ -f "$OUT/$f" ] || cp "../models/classifier/$f" "$OUT/$f"; done
+# A manifest with default thresholds, so that veil can load the new model; tune.py replaces it.
+$PY -c "
+import json, sys; sys.path.insert(0, '.')
+from tune import write_manifest
+labels = json.load(open('runs/final/labels.json'))
+write_manifest('$OUT/manifest.toml', labels, $SEQ, $STRIDE, {l[2:]: 0.5 for l in labels if l.startswith('B-')}, '$VERSION', '$OUT')"
 PHYSIO="$SHARED/datasets/physionet-deid.dev.jsonl"
 SYNTH="$SHARED/datasets/presidio-synth.dev.jsonl"
 if [ -f "$PHYSIO" ] && [ -f "$SYNTH" ]; then
-  # Thresholds are chosen for what veil reports: its pattern findings (classifier off) are added to
-  # the classifier's before scoring.
-  log "pattern findings on the dev sets (veil scan, classifier off)"
+  # Every figure comes from veil: the model runs once per dev set, then veil decodes the stored
+  # word scores with each candidate manifest (patterns, decoding rules and thresholds as served).
   (cd .. && cargo build --release --quiet)
-  veil() { (cd .. && ./target/release/veil scan --config veil.toml "$@"); }
-  for g in "$PHYSIO" "$SYNTH"; do
-    VEIL_CLASSIFIER_DIR= veil --jsonl "$g" "$HERE/runs/patterns.$(basename "$g" .jsonl).jsonl"
-  done
-  log "choosing thresholds on the dev sets"
-  rm -f runs/tune.*.pkl  # word scores of an earlier model (kept to re-run the search by hand)
+  log "choosing thresholds on the tune halves of the dev sets"
   tune() {
-    $PY tune.py --model "$OUT" --labels runs/final/labels.json --gold "$PHYSIO" --gold "$SYNTH" \
-      --patterns runs/patterns.physionet-deid.dev.jsonl --patterns runs/patterns.presidio-synth.dev.jsonl \
+    $PY tune.py --model "$OUT" --gold "$PHYSIO" --gold "$SYNTH" \
       --fpr-set physionet --max-fpr "$MAX_FPR" --version "$VERSION" --max-seq-len "$SEQ" --stride "$STRIDE" \
-      --cache runs/tune --recall-weight "$FLOOR_WEIGHT" --max-leak-weight "$FLOOR_WEIGHT" "$@"
+      --recall-weight "$FLOOR_WEIGHT" --max-leak-weight "$FLOOR_WEIGHT" "$@"
   }
   # One threshold per type, recall first; then, those kept, the thresholds for text that does not
   # capitalise words, where the model is least precise (since v9.1).
@@ -143,16 +144,11 @@ if [ -f "$PHYSIO" ] && [ -f "$SYNTH" ]; then
   tune --caseless-only --precision-weight "$CASELESS_PRECISION_WEIGHT"
   for g in "$PHYSIO" "$SYNTH"; do
     n=$(basename "$g" .jsonl)
-    VEIL_CLASSIFIER_DIR="$OUT" veil --jsonl "$g" "$HERE/runs/veil.$n.jsonl"
-    log "score.py $n (veil scan: patterns + classifier)"
-    python3 "$SHARED/eval/score.py" "$g" "runs/veil.$n.jsonl"
+    (cd .. && VEIL_CLASSIFIER_DIR="$OUT" ./target/release/veil scan --config veil.toml --jsonl "$g" "$HERE/runs/veil.$n.jsonl")
+    log "scripts/eval_halves.py $n (veil scan: patterns + classifier; report half not tuned on)"
+    SHARED="$SHARED" python3 ../scripts/eval_halves.py "$g" "runs/veil.$n.jsonl"
   done
 else
-  log "dev sets not found: writing manifest with default thresholds"
-  $PY -c "
-import json, sys; sys.path.insert(0, '.')
-from tune import write_manifest
-labels = json.load(open('runs/final/labels.json'))
-write_manifest('$OUT/manifest.toml', labels, $SEQ, $STRIDE, {l[2:]: 0.5 for l in labels if l.startswith('B-')}, '$VERSION', '$OUT')"
+  log "dev sets not found: the manifest keeps default thresholds"
 fi
 log "done: $OUT"

@@ -1,33 +1,42 @@
 #!/usr/bin/env python3
 """Choose per-entity thresholds on the dev sets and write manifest.toml.
 
-usage: tune.py --model ../models/classifier --labels runs/x/labels.json --gold A.jsonl --gold B.jsonl
+usage: tune.py --model ../models/classifier --gold A.jsonl --gold B.jsonl [--veil ../target/release/veil]
                --fpr-set physionet --max-fpr 0.14 --version veil-ner-minilm-L3-int8-v1
 
-Dev data is used only to choose thresholds (never for training). Scored is what veil reports:
-with --patterns PRED.jsonl (one per --gold, in order; `veil scan --jsonl` output with the
-classifier off) the pattern findings are added to the classifier's before scoring, so thresholds
-are chosen for the combined output. Objective: mean over the gold files of char F2 minus entity
-leak rate (times --leak-weight), minus penalties when char precision falls below --min-precision
-(times --precision-weight, 0 by default: recall first), when char recall falls below --min-recall
-(times --recall-weight, 0 by default), when the entity leak rate exceeds --max-leak (times
---max-leak-weight, 0 by default) and when the document
-false-positive rate of the --fpr-set file exceeds --max-fpr (ordinary notes must stay silent).
-Coordinate search over a grid (--rounds): each type's threshold, its threshold for text that does not
-capitalise words ([caseless_thresholds]; --cased-only leaves it out), then its hysteresis threshold.
-"""
-import argparse, hashlib, json, os, pickle, sys, tomllib
+Dev data is used only to choose thresholds (never for training). Every figure comes from veil:
+the model runs once per dev set (`veil scan --jsonl --word-scores-out`), then each candidate set
+of thresholds is written into a manifest in a scratch copy of the model directory and veil decodes
+the stored word scores with it (`veil scan --jsonl --word-scores-in`: patterns, decoding rules and
+thresholds exactly as veil applies them; there is no second decoder). Only the records of the
+*tune* half of each set (scripts/eval_halves.py) are searched on; the report half is scored at
+the end and printed, so a choice that fits only the text it was tuned on shows.
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from predict import Classifier, capitalises_words  # noqa: E402
+Objective: mean over the gold files of char F2 minus entity leak rate (times --leak-weight), minus
+penalties when char precision falls below --min-precision (times --precision-weight, 0 by default:
+recall first), when char recall falls below --min-recall (times --recall-weight, 0 by default),
+when the entity leak rate exceeds --max-leak (times --max-leak-weight, 0 by default) and when the
+document false-positive rate of the --fpr-set file exceeds --max-fpr (ordinary notes must stay
+silent). Coordinate search over a grid (--rounds): each type's threshold, its threshold for text
+that does not capitalise words ([caseless_thresholds]; --cased-only leaves it out), then its
+hysteresis threshold.
+"""
+import argparse, functools, hashlib, json, os, subprocess, sys, tempfile, tomllib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
+from eval_halves import half  # noqa: E402
 from scoring import score  # noqa: E402
 
-# Lexicons used when present in the model directory: manifest key prefix -> file.
-LEXICONS = {"drug_lexicon": "drugs.txt", "word_lexicon": "words.txt",  # drug_lexicon.py, word_lexicon.py
-            "near_name_lexicon": "near_names.txt"}  # word_lexicon.py --near-out
+# Files of the model directory named in the manifest when present: manifest key -> file.
+LEXICONS = {"drug_lexicon": "drugs.txt", "demonym_lexicon": "demonyms.txt",  # drug_lexicon.py; by hand
+            "decoding_lists": "decoding.toml",  # the decoding rules' word lists, by hand
+            "word_lexicon": "words.txt", "near_name_lexicon": "near_names.txt"}  # word_lexicon.py
 GRID = [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99]
 
 
+@functools.lru_cache(maxsize=None)  # the model and lexicons do not change during a search
 def sha256(p):
     h = hashlib.sha256()
     with open(p, "rb") as f:
@@ -45,8 +54,13 @@ def lexicons(model_dir):
     return out
 
 
-def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model_dir, extra="", extend=None,
-                   caseless=None):
+def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model_dir, **kw):
+    with open(path, "w") as f:
+        f.write(manifest_text(labels, max_seq_len, stride, thresholds, version, model_dir, **kw))
+
+
+def manifest_text(labels, max_seq_len, stride, thresholds, version, model_dir, extra="", extend=None,
+                  caseless=None):
     lines = [
         f'version = "{version}"',
         f"labels = [{', '.join(json.dumps(l) for l in labels)}]",
@@ -68,26 +82,61 @@ def write_manifest(path, labels, max_seq_len, stride, thresholds, version, model
     if ext:
         lines += ["", "# Hysteresis: a word next to an entity word of its type joins it from this score on."]
         lines += ["[extend]"] + [f"{k} = {v}" for k, v in ext.items()]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n" + extra)
+    return "\n".join(lines) + "\n" + extra
+
+
+class Veil:
+    """Decodes stored word scores of the dev sets with candidate manifests, through veil."""
+
+    def __init__(self, binary, model_dir, golds, work):
+        self.binary, self.model_dir, self.work = os.path.abspath(binary), os.path.abspath(model_dir), work
+        self.scratch = os.path.join(work, "model")
+        os.makedirs(self.scratch, exist_ok=True)
+        for f in ["model.onnx", "tokenizer.json", *LEXICONS.values()]:
+            src, dst = os.path.join(self.model_dir, f), os.path.join(self.scratch, f)
+            if os.path.exists(src) and not os.path.exists(dst):
+                os.symlink(src, dst)
+        self.golds = golds
+        self.scores = [os.path.join(work, f"scores.{i}.jsonl") for i in range(len(golds))]
+
+    def scan(self, gold, out, extra, model_dir):
+        repo = os.path.join(HERE, "..")
+        env = {**os.environ, "VEIL_CLASSIFIER_DIR": model_dir, "RUST_LOG": "warn"}
+        subprocess.run([self.binary, "scan", "--config", os.path.join(repo, "veil.toml"), "--jsonl",
+                        os.path.abspath(gold), out, *extra], check=True, env=env, cwd=repo)
+
+    def infer(self):
+        """Runs the model once per dev set (with the model directory's own manifest)."""
+        for gold, scores in zip(self.golds, self.scores):
+            self.scan(gold, os.path.join(self.work, "infer.jsonl"), ["--word-scores-out", scores], self.model_dir)
+
+    def decode(self, manifest):
+        """{gold: {id: spans}} for a candidate manifest (its text), from the stored word scores."""
+        with open(os.path.join(self.scratch, "manifest.toml"), "w") as f:
+            f.write(manifest)
+        out = {}
+        for gold, scores in zip(self.golds, self.scores):
+            pred = os.path.join(self.work, "pred.jsonl")
+            self.scan(gold, pred, ["--word-scores-in", scores], self.scratch)
+            with open(pred, encoding="utf-8") as f:
+                out[gold] = {r["id"]: r["spans"] for r in map(json.loads, f)}
+        return out
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
-    ap.add_argument("--labels", required=True)
+    ap.add_argument("--veil", default=os.path.join(HERE, "..", "target", "release", "veil"))
     ap.add_argument("--gold", action="append", required=True)
     ap.add_argument("--fpr-set", default="physionet")
     ap.add_argument("--max-fpr", type=float, default=0.14)
     ap.add_argument("--min-precision", type=float, default=0.80)
-    ap.add_argument("--cache", help="keep the model's word scores in CACHE.N.pkl to re-run the search without inference")
     ap.add_argument("--precision-weight", type=float, default=0.0, help="penalty per point of precision below --min-precision")
     ap.add_argument("--leak-weight", type=float, default=1.0, help="weight of the entity leak rate against char F2")
     ap.add_argument("--min-recall", type=float, default=0.95)
     ap.add_argument("--recall-weight", type=float, default=0.0, help="penalty per point of char recall below --min-recall")
     ap.add_argument("--max-leak", type=float, default=0.08)
     ap.add_argument("--max-leak-weight", type=float, default=0.0, help="penalty per point of leak rate above --max-leak")
-    ap.add_argument("--patterns", action="append", default=[], help="veil scan --jsonl output per --gold (classifier off)")
     ap.add_argument("--max-seq-len", type=int, default=128)
     ap.add_argument("--stride", type=int, default=96)
     ap.add_argument("--version", default="veil-ner-minilm-L3-int8-v1")
@@ -96,44 +145,30 @@ def main():
     ap.add_argument("--cased-only", action="store_true", help="one threshold per type, whatever the text's case")
     ap.add_argument("--caseless-only", action="store_true",
                     help="keep --model's manifest thresholds and hysteresis; search its caseless thresholds alone")
+    ap.add_argument("--work", help="scratch directory (kept; default: a temporary one)")
     a = ap.parse_args()
 
-    labels = json.load(open(a.labels))
+    with open(os.path.join(a.model, "manifest.toml"), "rb") as f:
+        old = tomllib.load(f)
+    labels = old["labels"]
     types = [l[2:] for l in labels if l.startswith("B-")]
-    man = {"labels": labels, "max_seq_len": a.max_seq_len, "stride": a.stride, "thresholds": {t: 0.5 for t in types}}
-    man.update(lexicons(a.model))
-    clf = Classifier(a.model, 2, manifest=man)
-    if a.patterns and len(a.patterns) != len(a.gold):
-        sys.exit("--patterns must be given once per --gold, in the same order")
+    work = a.work or tempfile.mkdtemp(prefix="veil-tune-")
+    veil = Veil(a.veil, a.model, a.gold, work)
+    veil.infer()
+    print(f"word scores of {len(a.gold)} dev set(s) in {work}", file=sys.stderr)
     sets = []
-    for i, g in enumerate(a.gold):
+    for g in a.gold:
         recs = [json.loads(l) for l in open(g, encoding="utf-8")]
-        cache = f"{a.cache}.{i}.pkl" if a.cache else None
-        if cache and os.path.exists(cache):
-            with open(cache, "rb") as f:
-                words = pickle.load(f)
-        else:
-            words = clf.predict([r["text"] for r in recs])
-            if cache:
-                with open(cache, "wb") as f:
-                    pickle.dump(words, f)
-        pats = {}
-        if a.patterns:
-            for line in open(a.patterns[i], encoding="utf-8"):
-                p = json.loads(line)
-                pats[p["id"]] = [x for x in p["spans"] if x.get("recognizer") != "classifier"]
-        cased = [capitalises_words(r["text"]) for r in recs]
-        sets.append((g, recs, words, pats, cased))
-        print(f"inferred {g}", file=sys.stderr)
+        sets.append((g, {h: [r for r in recs if half(r) == h] for h in ("tune", "report")}))
 
-    def evaluate(th, ext=None, thl=None):
-        """Scores with thresholds th (thl in text that does not capitalise words; None: th)."""
-        res = {}
-        for g, recs, words, pats, cased in sets:
-            preds = {r["id"]: clf.decode(w, th if c or thl is None else thl, text=r["text"], extend=ext or {})
-                     + pats.get(r["id"], []) for r, w, c in zip(recs, words, cased)}
-            res[g] = score(recs, preds)
-        return res
+    def manifest(th, ext, thl):
+        return manifest_text(labels, a.max_seq_len, a.stride, th, old["version"], a.model, extend=ext, caseless=thl)
+
+    def evaluate(th, ext=None, thl=None, part="tune"):
+        """Figures per gold file on one half, with thresholds th (thl in text that does not
+        capitalise words), through veil."""
+        preds = veil.decode(manifest(th, ext or {}, thl or th))
+        return {g: score(halves[part], preds[g]) for g, halves in sets}
 
     def objective(res):
         gain = sum(r["char_f2"] - a.leak_weight * r["entity_leak_rate"] for r in res.values()) / len(res)
@@ -152,8 +187,6 @@ def main():
     thl = dict(th)  # caseless text; a cased threshold moves it along until it is searched itself
     ext = {}
     if a.caseless_only:
-        with open(os.path.join(a.model, "manifest.toml"), "rb") as f:
-            old = tomllib.load(f)
         th = {t: old["thresholds"].get(t, 0.5) for t in types}
         thl = {t: old.get("caseless_thresholds", {}).get(t, th[t]) for t in types}
         ext = dict(old.get("extend", {}))
@@ -194,11 +227,11 @@ def main():
                 if o > best + 1e-6:
                     best, ext = o, cext
         print(f"round {rnd}: {th} caseless {thl} extend {ext} objective {best:.4f}", file=sys.stderr)
-    res = evaluate(th, ext, thl)
-    for g, r in res.items():
-        print(os.path.basename(g), json.dumps(r))
-    write_manifest(os.path.join(a.model, "manifest.toml"), labels, a.max_seq_len, a.stride, th, a.version, a.model,
-                   extend=ext, caseless=thl)
+    for part in ("tune", "report"):
+        for g, r in evaluate(th, ext, thl, part).items():
+            print(part, os.path.basename(g), json.dumps(r))
+    with open(os.path.join(a.model, "manifest.toml"), "w") as f:
+        f.write(manifest_text(labels, a.max_seq_len, a.stride, th, a.version, a.model, extend=ext, caseless=thl))
     print("thresholds", th, "caseless", thl, "extend", ext)
 
 

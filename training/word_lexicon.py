@@ -19,7 +19,8 @@ import re
 
 from drug_lexicon import NAME_ATTRS, PLACE_ATTRS, address_providers, faker_words, person_providers
 from gen_data import ABBR, HARD_NEG
-from predict import TYPO_MIN, interior_edits
+
+from typos import TYPO_MIN, interior_edits  # noqa: E402
 
 WORD = re.compile(r"[A-Za-z]+")
 NOTICE = """\

@@ -116,6 +116,68 @@ pub(crate) fn scan(s: &mut Scan<'_>, mrn_formats: &[Regex]) {
         s.emit(start..value_end, entity, scores::ANCHORED, recognizer);
         last_value_end = value_end;
     }
+    bare_markers(s);
+}
+
+/// A value after a bare `#` or `No.` (`#88410-KLM`, `No. 4471-220`) with no label of its own:
+/// an identifier of no more specific kind, at a lower score than a labelled one. Clinical notes
+/// write catheter gauges and counts this way (`#20 IV`, `#18 foley`, `#20x2`, `No. 5`), so the
+/// value needs five or more characters with three digits in a row, and a value another
+/// recognizer already reported (a card after `card #`, a labelled MRN) is left to it.
+fn bare_markers(s: &mut Scan<'_>) {
+    let mut at = 0;
+    while let Some(i) = s.bytes.get(at..).and_then(|b| {
+        b.iter()
+            .enumerate()
+            .find(|&(j, c)| {
+                *c == b'#'
+                    || (c.eq_ignore_ascii_case(&b'n')
+                        && b.get(j + 1).is_some_and(|o| o.eq_ignore_ascii_case(&b'o'))
+                        && b.get(j + 2) == Some(&b'.'))
+            })
+            .map(|(j, _)| at + j)
+    }) {
+        let marker_end = if s.bytes.get(i) == Some(&b'#') {
+            i + 1
+        } else {
+            i + 3
+        };
+        at = marker_end;
+        let glued = i > 0 && s.bytes.get(i - 1).is_some_and(u8::is_ascii_alphanumeric);
+        let Some(start) = (!glued)
+            .then(|| s.bytes.get(marker_end).copied())
+            .flatten()
+            .and_then(|b| match b {
+                b' ' => Some(marker_end + 1),
+                b if b.is_ascii_alphanumeric() => Some(marker_end),
+                _ => None,
+            })
+            .filter(|&v| s.bytes.get(v).is_some_and(u8::is_ascii_alphanumeric))
+        else {
+            continue;
+        };
+        let Some(end) = value_end(s.bytes, start) else {
+            continue;
+        };
+        let value = s.bytes.get(start..end).unwrap_or_default();
+        let digit_run = value
+            .split(|b| !b.is_ascii_digit())
+            .map(<[u8]>::len)
+            .max()
+            .unwrap_or(0);
+        let year_like = value.len() == 4 && (value.starts_with(b"19") || value.starts_with(b"20"));
+        let taken = s.out.iter().any(|f| f.start < end && start < f.end);
+        if value.len() < 5 || digit_run < 3 || year_like || taken || word_after(s.text, end) {
+            continue;
+        }
+        s.emit(
+            start..end,
+            EntityType::Custom(Arc::from(GENERIC_ID)),
+            scores::BARE_MARKER,
+            names::ID_BARE,
+        );
+        at = end;
+    }
 }
 
 /// Skips punctuation and filler words after a keyword; the start of the value, if close.

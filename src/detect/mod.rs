@@ -76,6 +76,9 @@ pub enum EntityType {
     Url,
     /// A calendar date (or month and year) more specific than a year.
     Date,
+    /// A year alone, a year range or a decade ("in 2021", "2019-2021", "the 1990s"): HIPAA Safe
+    /// Harbor removes every element of a date except the year (45 CFR 164.514(b)(2)(i)(C)).
+    Year,
     /// An age over 89 (HIPAA Safe Harbor protects only those).
     Age,
     /// A US ZIP code.
@@ -102,7 +105,7 @@ pub enum EntityType {
     Custom(Arc<str>),
 }
 
-const BUILTIN: [(EntityType, &str); 22] = [
+const BUILTIN: [(EntityType, &str); 23] = [
     (EntityType::Email, "EMAIL"),
     (EntityType::Phone, "PHONE"),
     (EntityType::Ssn, "SSN"),
@@ -114,6 +117,7 @@ const BUILTIN: [(EntityType, &str); 22] = [
     (EntityType::IpAddress, "IP_ADDRESS"),
     (EntityType::Url, "URL"),
     (EntityType::Date, "DATE"),
+    (EntityType::Year, "YEAR"),
     (EntityType::Age, "AGE"),
     (EntityType::Zip, "ZIP"),
     (EntityType::Mrn, "MRN"),
@@ -293,7 +297,7 @@ pub struct PatternDetector {
 }
 
 /// The version of the pattern rules, stamped on audit rows.
-pub const VERSION: &str = "patterns-1";
+pub const VERSION: &str = "patterns-2";
 
 /// Findings below this score are dropped: they carry no signal a policy could use.
 const REPORT_FLOOR: f32 = 0.3;

@@ -663,7 +663,10 @@ fn nanp(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
             // `617/555-0142` and `617/555/0142` are numbers too: three-three-four groups are no
             // date.
             let slashed = s1 == b"/" && matches!(s2, b"-" | b"/");
-            let plain = matches!(s2, b"-" | b"." | b" ")
+            // Spaces around the separator are how people type too: `617 555  0142`,
+            // `617 - 555 - 0142`.
+            let s2_core: Vec<u8> = s2.iter().copied().filter(|b| *b != b' ').collect();
+            let plain = matches!(s2_core.as_slice(), b"-" | b"." | b"")
                 && !s1.iter().any(|b| matches!(b, b'/' | b'_' | b'('));
             if !(plain || slashed) {
                 continue;
@@ -725,6 +728,12 @@ fn nanp(s: &mut Scan<'_>, run: &Run<'_>, claimed: &mut u32) {
                 span.start = span.start.saturating_sub(1 + usize::from(run.paren));
             } else if opened && first == a && a == 0 {
                 span.start = span.start.saturating_sub(1);
+            }
+            // Groups joined by spaces alone that NANP never assigns read as measurements or
+            // lists ("100 200 4000 units") unless a phone word says otherwise.
+            let spaced = [s1, s2].iter().all(|sep| sep.iter().all(|b| *b == b' '));
+            if !issued && spaced && !s.ctx(span.clone(), class::PHONE) {
+                continue;
             }
             let score = phone_score(s, &span, score, 0.95);
             s.emit(span, EntityType::Phone, score, names::PHONE_NANP);

@@ -60,6 +60,9 @@ pub(crate) mod scores {
     pub const AGE: f32 = 0.85;
     /// A value right after its keyword (MRN, member id, acct #, S/N, routing, NPI, ZIP).
     pub const ANCHORED: f32 = 0.85;
+    /// A value after a bare `#` or `No.`, no label of its own: above the policies' default
+    /// threshold, below a labelled value.
+    pub const BARE_MARKER: f32 = 0.6;
     /// The floor a context word lifts a candidate to.
     pub const WITH_CONTEXT: f32 = 0.85;
     /// Deny-list term.
@@ -119,6 +122,23 @@ recognizers! {
     VIN = "vin_check_digit": "17-character VIN with valid check digit (0.8; 0.95 with context).",
     LICENSE = "license_context": "Value after a driver's-license keyword, as DRIVERS_LICENSE (0.85).",
     ID = "id_context": "Value after an identifier label of no more specific kind (claim, case, ref, Rx, ID), as ID (0.85).",
+    ID_BARE = "id_marker": "Value after a bare '#' or 'No.' (5+ characters, 3 digits in a row), as ID (0.6).",
     DEVICE = "device_serial_context": "Value after a serial-number or device-id keyword (0.85).",
     DENY = "deny_list": "Whole-word match of a configured deny-list term (0.9).",
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_recognizer_and_its_score_scale_is_documented() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/detection.md"))
+                .unwrap();
+        for name in super::names::ALL {
+            assert!(
+                doc.contains(&format!("| `{name}` |")),
+                "docs/detection.md has no row for {name}"
+            );
+        }
+    }
 }

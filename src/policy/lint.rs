@@ -41,7 +41,7 @@ pub const PROTECTED: &[(&str, Class)] = &[
 ];
 
 /// Entity types only the classifier (or a deny list) reports.
-const CLASSIFIER_TYPES: &[&str] = &["PERSON", "LOCATION", "ADDRESS", "ORGANIZATION"];
+const CLASSIFIER_TYPES: &[&str] = &["PERSON", "LOCATION", "ADDRESS", "ORGANIZATION", "YEAR"];
 
 /// What kind of protected data an entity type is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
