@@ -71,6 +71,9 @@ pub enum SnapshotError {
         "classifier: {0} (set classifier.on_missing = \"unscannable\" to start anyway and keep every request local)"
     )]
     Classifier(String),
+    /// `classifier.rules_off` names a rule that does not exist.
+    #[error("classifier.rules_off: {0}")]
+    Rules(#[from] crate::detect::classifier::rules::UnknownRule),
 }
 
 /// Loads the classifier once per process, as `classifier` in `veil.toml` says.
@@ -79,8 +82,7 @@ pub fn load_classifier(settings: &ClassifierSettings) -> Result<ClassifierState,
         return Ok(ClassifierState::Disabled);
     }
     // An unknown rule id is a configuration error whatever `on_missing` says.
-    let rules = RuleSet::without(&settings.rules_off)
-        .map_err(|e| SnapshotError::Classifier(format!("classifier.rules_off: {e}")))?;
+    let rules = RuleSet::without(&settings.rules_off)?;
     let cfg = ClassifierConfig {
         dir: settings.dir.clone(),
         ort_library: settings.ort_library.clone(),
@@ -349,4 +351,23 @@ fn changes(old: &Sources, new: &Sources) -> Vec<FileChange> {
             new_digest: new.get(f).cloned(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_decoding_rule_refuses_to_start_whatever_on_missing_says() {
+        let settings = ClassifierSettings {
+            rules_off: vec!["plain_words".to_owned(), "no_such_rule".to_owned()],
+            on_missing: OnMissing::Unscannable,
+            ..ClassifierSettings::default()
+        };
+        let err = load_classifier(&settings).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown decoding rule \"no_such_rule\"") && err.contains("plain_words"),
+            "{err}"
+        );
+    }
 }
