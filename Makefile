@@ -13,7 +13,7 @@ ORT_SHA256   := fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 export VEIL_ORT_LIB := $(abspath $(ORT_LIB))
 export VEIL_TEST_MODEL := $(abspath $(MODEL))
 
-.PHONY: run test deps assets build bench bench-audit lint train-classifier clean-data eval eval-rules
+.PHONY: run test deps assets build bench bench-audit bench-proxy lint train-classifier clean-data eval eval-rules
 
 ## make run: build veil and serve it on 127.0.0.1:8080 with veil.toml.
 run: deps assets
@@ -52,6 +52,11 @@ bench: deps assets
 bench-audit: deps
 	cargo bench --bench audit -- write
 	cargo bench --bench audit -- query
+
+## make bench-proxy: veil's latency overhead over a mock upstream at fixed rates, patterns only
+## and with the classifier, side by side with direct requests (installs oha when missing).
+bench-proxy: deps assets
+	python3 scripts/bench_proxy.py
 
 lint:
 	cargo fmt --all -- --check

@@ -184,7 +184,9 @@ impl Trail {
         }
     }
 
-    /// Writes the outcome (and the decision, if it was not written yet), waiting for it.
+    /// Writes the outcome: queued behind a durable decision, or written with the decision (and
+    /// waited for) when none was written yet — a request refused before routing must not be
+    /// answered before its one record is on disk.
     async fn finish(
         mut self,
         status: u16,
@@ -197,7 +199,12 @@ impl Trail {
         metrics::counter!("veil_requests_total", "action" => self.decision.action.clone(), "outcome" => outcome.to_owned())
             .increment(1);
         let result = if self.sealed {
-            self.audit.finish(record).await
+            // The decision is durable; the outcome joins the writer's next group commit without
+            // holding the answer back (a crash before that commit leaves the decision, which
+            // the next start closes as `outcome_unknown`). Waiting for it doubled the audit's
+            // share of every request's latency (docs/benchmarks.md, issue 27).
+            self.audit.record_detached(None, record);
+            Ok(())
         } else if self.queued {
             // The log is failing and the answer is already `audit_unavailable`: queue the outcome
             // behind its decision without waiting a second time.
@@ -226,6 +233,7 @@ impl Drop for Trail {
 
 /// Handles `POST /v1/chat/completions`.
 pub async fn chat(state: Arc<AppState>, input: ChatInput) -> Reply {
+    let started = std::time::Instant::now();
     let snap = state.snapshot.load_full();
     let mut trail = Trail::new(&state.audit, &input.meta);
     let request_id = input.meta.request_id.clone();
@@ -257,6 +265,7 @@ pub async fn chat(state: Arc<AppState>, input: ChatInput) -> Reply {
             ReplyBody::Error(e)
         }
     };
+    metrics::histogram!("veil_request_seconds").record(started.elapsed().as_secs_f64());
     Reply {
         request_id,
         action,
@@ -311,6 +320,7 @@ async fn run(
     }
 
     let request = Arc::new(Request::new(chat.model.clone(), value));
+    let decide_started = std::time::Instant::now();
     let decision = state
         .decider
         .decide(request, principal.clone(), snap.clone())
@@ -319,6 +329,7 @@ async fn run(
             tracing::error!(error = %e, "no decision");
             ApiError::Internal
         })?;
+    metrics::histogram!("veil_decide_seconds").record(decide_started.elapsed().as_secs_f64());
     // The model name is client text too: recorded only once scanned, masked if anything was
     // found in it.
     trail.decision.model = Some(
@@ -373,7 +384,10 @@ async fn run(
                     client_wants_usage,
                 )))
             } else {
+                let upstream_started = std::time::Instant::now();
                 let mut answer = snap.cloud.complete(&sealed).await?;
+                metrics::histogram!("veil_upstream_seconds")
+                    .record(upstream_started.elapsed().as_secs_f64());
                 if let Some(map) = &restore {
                     map.restore_value(&mut answer);
                 }

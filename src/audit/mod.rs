@@ -663,6 +663,12 @@ impl AuditLog {
     }
 
     async fn submit(&self, rows: Vec<Row>) -> Result<(), AuditError> {
+        let started = Instant::now();
+        let kind = match rows.first() {
+            Some(Row::Decision(_)) => "decision",
+            Some(Row::Outcome(_)) => "outcome",
+            _ => "event",
+        };
         self.health
             .unwritten
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
@@ -696,6 +702,10 @@ impl AuditLog {
         if result.is_err() {
             metrics::counter!("veil_audit_write_failures_total").increment(1);
         }
+        // How long a request waits for its rows to be durable (group commit included): the
+        // part of veil's overhead the audit log owns.
+        metrics::histogram!("veil_audit_wait_seconds", "first_row" => kind)
+            .record(started.elapsed().as_secs_f64());
         result
     }
 }

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""What veil adds to a request's latency: side-by-side load test (`make bench-proxy`).
+
+usage: bench_proxy.py [--rates 50,500,2000] [--classifier-rates 50,100,250] [--secs 10]
+                      [--rounds 2] [--setups patterns,default] [--json OUT]
+
+Starts a mock OpenAI upstream (examples/mock_upstream.rs) and veil in front of it (release
+build, durable SQLite audit in a scratch directory, the shipped `default` policy), then drives
+both with `oha` at fixed rates, a 1 KB prompt without sensitive values, non-streaming. Rounds
+alternate: direct to the mock, then through veil, at the same rate, so that a VM's drift hits
+both alike. Overhead = veil's latency minus the mock's at the same percentile (the median over
+rounds). Setups: `patterns` (classifier.dir empty: the pattern tier only) and `default`
+(patterns + the token classifier). `oha` is installed with `cargo install oha` when missing.
+Targets (issue 27) are judged on these figures, never in timed tests.
+"""
+import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, ".."))
+KEY = "veil-dev-key"
+KEY_SHA256 = "959033653e818aeea46c897d42b51ec9b5ab2e0094c06d10c2d65c5d8f47f7ef"
+# About 1 KB of clinical text with nothing any policy acts on.
+PROMPT = (
+    "Summarise the current guidance on managing community-acquired pneumonia in adults who are "
+    "otherwise healthy. Cover how severity is assessed at the first visit, which findings on "
+    "examination and which laboratory results point towards admission rather than treatment at "
+    "home, and which first-line antibiotics are preferred when there are no risk factors for "
+    "resistant organisms. Explain how long treatment usually lasts, what follow-up is advised "
+    "when symptoms improve slowly, and which warning signs should make a patient come back "
+    "early. Mention the role of chest imaging, when repeat imaging is useful and when it is not, "
+    "and how vaccination against pneumococcus and influenza fits into prevention afterwards. "
+    "Keep the answer practical, in short paragraphs, suitable for a clinician reviewing options "
+    "before a consultation, and note where recommendations differ between major guidelines."
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, secs=120):
+    end = time.time() + secs
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.2)
+    sys.exit(f"{url} did not answer within {secs} s")
+
+
+def ensure_oha():
+    oha = shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
+    if not os.path.exists(oha):
+        subprocess.run(["cargo", "install", "oha", "--locked"], check=True)
+    return oha
+
+
+def veil_config(work, port, mock_port, classifier):
+    ort = os.path.join(REPO, ".cache/onnxruntime/libonnxruntime.so.1.31.1")
+    return f'''
+hmac_key_env = "VEIL_HMAC_KEY"
+[server]
+listen = "127.0.0.1:{port}"
+[audit]
+url = "sqlite://{work}/audit.db"
+[policies]
+dir = "{REPO}/policies"
+reload_secs = 0
+[[upstream]]
+name = "openai"
+base_url = "http://127.0.0.1:{mock_port}/v1"
+api_key_env = "BENCH_UPSTREAM_KEY"
+models = ["gpt-*"]
+[local]
+model = "{REPO}/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+[classifier]
+dir = "{os.path.join(REPO, 'models/classifier') if classifier else ''}"
+ort_library = "{ort}"
+[[key]]
+id = "bench"
+sha256 = "{KEY_SHA256}"
+tenant = "bench"
+policy = "default"
+'''
+
+
+def oha(binary, url, rate, secs, body_file, auth):
+    cmd = [binary, "--no-tui", "--output-format", "json", "-z", f"{secs}s", "-q", str(rate),
+           "-c", "64", "-m", "POST", "-H", "Content-Type: application/json", "-D", body_file, url]
+    if auth:
+        cmd[1:1] = ["-H", f"Authorization: Bearer {KEY}"]
+    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    pct = out["latencyPercentiles"]
+    codes = out.get("statusCodeDistribution", {})
+    return {"p50_ms": pct["p50"] * 1000, "p99_ms": pct["p99"] * 1000,
+            "rps": out["summary"]["requestsPerSec"], "ok": codes.get("200", 0),
+            "requests": sum(codes.values())}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rates", default="50,500,2000")
+    ap.add_argument("--classifier-rates", default="50,100,250")
+    ap.add_argument("--secs", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--setups", default="patterns,default")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    binary = ensure_oha()
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "veil", "--example", "mock_upstream"],
+                   check=True, cwd=REPO)
+    work = tempfile.mkdtemp(prefix="veil-bench-")
+    body = os.path.join(work, "body.json")
+    with open(body, "w") as f:
+        json.dump({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}]}, f)
+    mock_port = free_port()
+    procs = [subprocess.Popen([os.path.join(REPO, "target/release/examples/mock_upstream"),
+                               f"127.0.0.1:{mock_port}"])]
+    results = []
+    try:
+        direct = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
+        for setup in a.setups.split(","):
+            port = free_port()
+            d = os.path.join(work, setup)
+            os.makedirs(d)
+            with open(os.path.join(d, "veil.toml"), "w") as f:
+                f.write(veil_config(d, port, mock_port, setup != "patterns"))
+            env = {**os.environ, "VEIL_HMAC_KEY": "bench-value-key", "BENCH_UPSTREAM_KEY": "sk-bench",
+                   "RUST_LOG": "warn"}
+            veil = subprocess.Popen([os.path.join(REPO, "target/release/veil"), "serve", "--config",
+                                     os.path.join(d, "veil.toml")], env=env, cwd=REPO)
+            procs.append(veil)
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            through = f"http://127.0.0.1:{port}/v1/chat/completions"
+            oha(binary, through, 20, 2, body, True)  # warm-up (and a check that it answers)
+            rates = a.rates if setup == "patterns" else a.classifier_rates
+            for rate in map(int, rates.split(",")):
+                rounds = []
+                for _ in range(a.rounds):
+                    rounds.append((oha(binary, direct, rate, a.secs, body, False),
+                                   oha(binary, through, rate, a.secs, body, True)))
+                row = {"setup": setup, "rate": rate}
+                for k in ("p50_ms", "p99_ms"):
+                    row[f"direct_{k}"] = statistics.median(r[0][k] for r in rounds)
+                    row[f"veil_{k}"] = statistics.median(r[1][k] for r in rounds)
+                    row[f"overhead_{k}"] = statistics.median(r[1][k] - r[0][k] for r in rounds)
+                row["veil_rps"] = statistics.median(r[1]["rps"] for r in rounds)
+                row["veil_ok_share"] = sum(r[1]["ok"] for r in rounds) / max(1, sum(r[1]["requests"] for r in rounds))
+                results.append(row)
+                print(f"{setup:9} {rate:5} rps  direct p50 {row['direct_p50_ms']:6.2f} p99 {row['direct_p99_ms']:6.2f}  "
+                      f"veil p50 {row['veil_p50_ms']:6.2f} p99 {row['veil_p99_ms']:7.2f}  overhead p50 "
+                      f"{row['overhead_p50_ms']:6.2f} p99 {row['overhead_p99_ms']:7.2f} ms  served {row['veil_rps']:7.1f} rps, "
+                      f"{100 * row['veil_ok_share']:.1f}% 200", flush=True)
+            veil.send_signal(signal.SIGTERM)
+            veil.wait(timeout=60)
+            procs.remove(veil)
+    finally:
+        for p in procs:
+            p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
