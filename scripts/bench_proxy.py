@@ -10,7 +10,9 @@ both with `oha` at fixed rates, a 1 KB prompt without sensitive values, non-stre
 alternate: direct to the mock, then through veil, at the same rate, so that a VM's drift hits
 both alike. Overhead = veil's latency minus the mock's at the same percentile (the median over
 rounds). Setups: `patterns` (classifier.dir empty: the pattern tier only) and `default`
-(patterns + the token classifier). `oha` is installed with `cargo install oha` when missing.
+(patterns + the token classifier), both with the classifier's segment cache off (oha sends one
+body over and over; examples/conversation_bench.rs measures the cache). `oha` is installed
+with `cargo install oha` when missing.
 Targets (issue 27) are judged on these figures, never in timed tests.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
@@ -77,6 +79,8 @@ api_key_env = "BENCH_UPSTREAM_KEY"
 models = ["gpt-*"]
 [local]
 model = "{REPO}/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+[detect]
+cache_entries = 0  # oha repeats one body: with the cache, every request after the first would be a hit
 [classifier]
 dir = "{os.path.join(REPO, 'models/classifier') if classifier else ''}"
 ort_library = "{ort}"

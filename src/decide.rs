@@ -167,7 +167,9 @@ pub fn decide(
     principal: &Principal,
     snapshot: &Snapshot,
 ) -> Result<Decision, DecideError> {
-    decide_with(request, principal, snapshot, scan::scan)
+    decide_with(request, principal, snapshot, |detectors, extracted| {
+        scan::scan(detectors, extracted, &principal.tenant)
+    })
 }
 
 /// Decides one request whose detection could not finish (timed out or crashed): nothing is

@@ -101,15 +101,6 @@ pub struct Extracted {
 pub const SEPARATOR: &str = " ";
 
 impl Extracted {
-    /// Where the prose ends in the joined document (identifier segments follow it).
-    pub fn prose_end(&self, starts: &[usize], doc_len: usize) -> usize {
-        self.segments
-            .iter()
-            .zip(starts)
-            .find(|(s, _)| !s.prose)
-            .map_or(doc_len, |(_, &start)| start.saturating_sub(SEPARATOR.len()))
-    }
-
     /// All segments joined with [`SEPARATOR`], and the byte offset where each segment starts.
     pub fn joined(&self) -> (String, Vec<usize>) {
         let total: usize = self.segments.iter().map(|s| s.text.len() + 1).sum();

@@ -5,11 +5,13 @@
 //! lets a request through unscanned: the result says `failed`, and the policy's
 //! `on_detector_error` action applies.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::detect::classifier::cache::SegmentCache;
 use crate::detect::classifier::decode::WordScores;
 use crate::detect::classifier::rules::RuleSet;
 use crate::detect::classifier::{Classifier, ClassifierError};
@@ -38,6 +40,9 @@ pub struct Detectors {
     pub thresholds: BTreeMap<EntityType, f32>,
     /// The policy's allow list, lower-cased: classifier findings equal to a term are dropped.
     pub allow: HashSet<String>,
+    /// Classifier findings by message, per tenant (`detect.cache_entries`; the server's and the
+    /// review commands' detectors only).
+    pub cache: Option<SegmentCache>,
 }
 
 impl Detectors {
@@ -53,24 +58,20 @@ impl Detectors {
             classifier,
             thresholds,
             allow: allow.iter().map(|t| t.to_lowercase()).collect(),
+            cache: None,
         }
+    }
+
+    /// These detectors, remembering classifier findings by message in `cache`.
+    pub fn with_cache(self, cache: Option<SegmentCache>) -> Self {
+        Self { cache, ..self }
     }
 
     /// Every finding in `text`: pattern findings, then classifier findings, sorted by start.
     /// Overlaps are kept (each counts for the policy); redaction covers their union.
     /// Classifier scores are reported on the policy scale ([`on_policy_scale`]).
     pub fn detect(&self, text: &str) -> Result<Vec<Finding>, ClassifierError> {
-        self.detect_prose(text, text.len())
-    }
-
-    /// Like [`Self::detect`], with the classifier reading only `text[..prose_end]` (the rest is
-    /// identifiers, which only the pattern tier reads).
-    pub fn detect_prose(
-        &self,
-        text: &str,
-        prose_end: usize,
-    ) -> Result<Vec<Finding>, ClassifierError> {
-        self.merged(text, prose_end, |c, text| c.detect(text, &self.thresholds))
+        self.merged(text, text.len(), |c, text| c.detect(text, &self.thresholds))
     }
 
     /// Like [`Self::detect`], with the classifier's word scores for `text` given (read back
@@ -87,8 +88,54 @@ impl Detectors {
         })
     }
 
+    /// Like [`Self::detect`] for a request's joined document: the classifier reads each range
+    /// of `prose` (byte ranges of `text`: every message's prose with the segment cache, all the
+    /// prose at once without it) as a text of its own, taking the findings of a text it has
+    /// read before for `tenant` from the cache. The pattern tier reads the whole document every
+    /// time (values split across segments are its business, and it is cheap).
+    pub fn detect_segments(
+        &self,
+        text: &str,
+        prose: &[Range<usize>],
+        tenant: &str,
+    ) -> Result<Vec<Finding>, ClassifierError> {
+        let mut findings = self.patterns.detect(text);
+        if let ClassifierState::Loaded(c) = &self.classifier {
+            for range in prose {
+                let Some(segment) = text.get(range.clone()) else {
+                    continue;
+                };
+                let found = match &self.cache {
+                    Some(cache) => {
+                        let digest = cache.digest(segment);
+                        match cache.get(tenant, &digest) {
+                            Some(found) => found,
+                            None => {
+                                let found = Arc::new(self.classified(c, segment, |c, t| {
+                                    c.detect(t, &self.thresholds)
+                                })?);
+                                cache.put(tenant, digest, found.clone());
+                                found
+                            }
+                        }
+                    }
+                    None => {
+                        Arc::new(self.classified(c, segment, |c, t| c.detect(t, &self.thresholds))?)
+                    }
+                };
+                findings.extend(found.iter().map(|f| Finding {
+                    start: f.start + range.start,
+                    end: f.end + range.start,
+                    ..f.clone()
+                }));
+            }
+            findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
+        }
+        Ok(findings)
+    }
+
     /// Pattern findings, then what `classify` finds in `text[..prose_end]` (when the classifier
-    /// is loaded) minus allowed terms, on the policy scale; sorted by start.
+    /// is loaded); sorted by start.
     fn merged(
         &self,
         text: &str,
@@ -98,29 +145,37 @@ impl Detectors {
         let mut findings = self.patterns.detect(text);
         if let ClassifierState::Loaded(c) = &self.classifier {
             let text = text.get(..prose_end).unwrap_or(text);
-            let extra = classify(c, text)?;
-            findings.extend(
-                extra
-                    .into_iter()
-                    .filter(|f| {
-                        let value = text.get(f.start..f.end).unwrap_or_default();
-                        !self.allow.contains(&value.to_lowercase())
-                    })
-                    .map(|mut f| {
-                        let threshold = self
-                            .thresholds
-                            .get(&f.entity)
-                            .copied()
-                            .or_else(|| c.threshold(&f.entity, text));
-                        if let Some(t) = threshold {
-                            f.score = on_policy_scale(f.score, t);
-                        }
-                        f
-                    }),
-            );
+            findings.extend(self.classified(c, text, classify)?);
             findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
         }
         Ok(findings)
+    }
+
+    /// What `classify` finds in `text`, minus the policy's allowed terms, on the policy scale.
+    fn classified(
+        &self,
+        c: &Classifier,
+        text: &str,
+        classify: impl FnOnce(&Classifier, &str) -> Result<Vec<Finding>, ClassifierError>,
+    ) -> Result<Vec<Finding>, ClassifierError> {
+        Ok(classify(c, text)?
+            .into_iter()
+            .filter(|f| {
+                let value = text.get(f.start..f.end).unwrap_or_default();
+                !self.allow.contains(&value.to_lowercase())
+            })
+            .map(|mut f| {
+                let threshold = self
+                    .thresholds
+                    .get(&f.entity)
+                    .copied()
+                    .or_else(|| c.threshold(&f.entity, text));
+                if let Some(t) = threshold {
+                    f.score = on_policy_scale(f.score, t);
+                }
+                f
+            })
+            .collect())
     }
 
     /// Whether the classifier runs.
@@ -204,13 +259,23 @@ impl Scanned {
 /// Detects in everything extracted from one request, on the calling thread, and maps every
 /// finding back to the segments it covers. A classifier error fails the scan (the policy's
 /// `on_detector_error` applies); the server bounds this call in time and catches panics.
-pub fn scan(detectors: &Detectors, mut extracted: Extracted) -> Scanned {
+pub fn scan(detectors: &Detectors, mut extracted: Extracted, tenant: &str) -> Scanned {
     let started = Instant::now();
     let (doc, starts) = extracted.joined();
     let lens: Vec<usize> = extracted.segments.iter().map(|s| s.text.len()).collect();
     let classifier_unavailable = detectors.unavailable();
-    let prose_end = extracted.prose_end(&starts, doc.len());
-    let findings = match detectors.detect_prose(&doc, prose_end) {
+    // With the segment cache the classifier reads each message on its own (what makes a
+    // message's findings reusable next turn); without it, all the prose at once, as one text.
+    let mut prose = messages(&extracted, &starts);
+    if detectors.cache.is_none()
+        && let (Some(first), Some(last)) = (prose.first(), prose.last())
+    {
+        prose = vec![Range {
+            start: first.start,
+            end: last.end,
+        }];
+    }
+    let findings = match detectors.detect_segments(&doc, &prose, tenant) {
         Ok(mut findings) => {
             findings.extend(across_seams(detectors, &extracted, &starts, &findings));
             drop_model_versions(&extracted, &starts, &mut findings);
@@ -256,6 +321,34 @@ pub fn scan(detectors: &Detectors, mut extracted: Extracted) -> Scanned {
         classifier_unavailable,
         elapsed: started.elapsed(),
     }
+}
+
+/// The byte ranges of the joined document the classifier reads one by one: the prose of each
+/// message (all its parts, tool-call names, arguments and keys together, as before, so a JSON
+/// key keeps its value beside it), or of each other top-level field. A message's prose segments
+/// are consecutive in the document, so each range is their span, separators included.
+fn messages(extracted: &Extracted, starts: &[usize]) -> Vec<Range<usize>> {
+    let mut out: Vec<(&[crate::extract::Step], Range<usize>)> = Vec::new();
+    for (segment, &start) in extracted.segments.iter().zip(starts) {
+        if !segment.prose {
+            continue;
+        }
+        let path = &segment.location.path;
+        let owner = match path.as_slice() {
+            [
+                crate::extract::Step::Key(k),
+                crate::extract::Step::Index(_),
+                ..,
+            ] if k == "messages" => path.get(..2).unwrap_or_default(),
+            _ => path.get(..1).unwrap_or_default(),
+        };
+        let end = start + segment.text.len();
+        match out.last_mut() {
+            Some((last, range)) if *last == owner => range.end = end,
+            _ => out.push((owner, start..end)),
+        }
+    }
+    out.into_iter().map(|(_, range)| range).collect()
 }
 
 /// Characters on each side of a boundary between two segments that are read together.

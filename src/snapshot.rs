@@ -11,6 +11,7 @@ use crate::audit::ValueDigester;
 use crate::auth::Keys;
 use crate::config::{ClassifierSettings, Config, OnMissing};
 use crate::detect::PatternDetector;
+use crate::detect::classifier::cache::SegmentCache;
 use crate::detect::classifier::rules::RuleSet;
 use crate::detect::classifier::{Classifier, ClassifierConfig};
 use crate::policy::{self, Policy, Sources};
@@ -136,7 +137,13 @@ impl Snapshot {
     ) -> Result<Self, SnapshotError> {
         let mut sets = HashMap::new();
         for (name, policy) in sources.compile()? {
-            let detectors = Arc::new(detectors(&policy, classifier)?);
+            // Each snapshot starts with empty caches: a reload of policies or of the model
+            // never serves findings made under the old ones.
+            let cache = SegmentCache::new(
+                config.detect.cache_entries,
+                std::time::Duration::from_secs(config.detect.cache_ttl_secs),
+            );
+            let detectors = Arc::new(detectors(&policy, classifier)?.with_cache(cache));
             sets.insert(name, PolicySet { policy, detectors });
         }
         let keys = Keys::new(&config.keys);

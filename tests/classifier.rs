@@ -9,10 +9,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use veil::detect::classifier::cache::SegmentCache;
 use veil::detect::classifier::decode::WordScores;
 use veil::detect::classifier::rules::{RULES, RuleSet};
 use veil::detect::classifier::{Classifier, ClassifierConfig, Manifest, Weights, weights};
-use veil::detect::{EntityType, Finding};
+use veil::detect::{EntityType, Finding, PatternConfig, PatternDetector};
+use veil::scan::{ClassifierState, Detectors};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -635,4 +637,97 @@ fn decoding_stored_word_scores_gives_what_detect_gives() {
         c.decode(text, &stored, &BTreeMap::new(), c.rules()),
         c.detect(text, &BTreeMap::new()).unwrap()
     );
+}
+
+/// Detectors over the shipped model, with or without a segment cache.
+fn detectors(cache: Option<SegmentCache>) -> Detectors {
+    Detectors::new(
+        PatternDetector::new(&PatternConfig::default()).unwrap(),
+        ClassifierState::Loaded(std::sync::Arc::new(load())),
+        BTreeMap::new(),
+        &[],
+    )
+    .with_cache(cache)
+}
+
+#[test]
+fn segments_from_the_cache_give_exactly_what_a_fresh_scan_gives() {
+    // A conversation's joined document: three messages, read by the classifier one by one.
+    let messages = [
+        "Please summarise the visit of Anneliese Kowalczyk at Briarwood Clinic.",
+        "She was seen on the 3rd of May by Dr. Varga; her daughter Marisol came too.",
+        "What follow-up does a patient from Dunmore need after a knee replacement?",
+    ];
+    let doc = messages.join(" ");
+    let mut ranges = Vec::new();
+    let mut at = 0;
+    for m in messages {
+        ranges.push(at..at + m.len());
+        at += m.len() + 1;
+    }
+    let fresh = detectors(None)
+        .detect_segments(&doc, &ranges, "t1")
+        .unwrap();
+    assert!(
+        fresh.iter().any(|f| &doc[f.start..f.end] == "Marisol"),
+        "offsets are in the joined document: {fresh:?}"
+    );
+    let cached = detectors(SegmentCache::new(16, std::time::Duration::from_secs(600)));
+    let first = cached.detect_segments(&doc, &ranges, "t1").unwrap();
+    let cache = cached.cache.as_ref().unwrap();
+    assert_eq!(cache.len("t1"), 3, "one entry per segment");
+    let second = cached.detect_segments(&doc, &ranges, "t1").unwrap();
+    assert_eq!(first, fresh);
+    assert_eq!(second, fresh, "from the cache, identical to a fresh scan");
+    // The next turn resends the history and adds one message: only that one is new.
+    let longer = format!("{doc} Is physiotherapy in Dunmore covered?");
+    let mut more = ranges.clone();
+    more.push(doc.len() + 1..longer.len());
+    let next = cached.detect_segments(&longer, &more, "t1").unwrap();
+    assert_eq!(cache.len("t1"), 4);
+    assert_eq!(
+        next,
+        detectors(None)
+            .detect_segments(&longer, &more, "t1")
+            .unwrap()
+    );
+    // Another tenant's map is its own.
+    assert!(cache.is_empty("t2"));
+    assert_eq!(cached.detect_segments(&doc, &ranges, "t2").unwrap(), fresh);
+    assert_eq!(cache.len("t2"), 3);
+}
+
+#[test]
+fn a_reloaded_snapshot_starts_with_an_empty_cache() {
+    let dir = repo();
+    let config = veil::config::Config::parse(
+        &dir.join("veil.toml"),
+        &format!(
+            "[policies]\ndir = {:?}\n[detect]\ncache_entries = 64\n",
+            dir.join("policies")
+        ),
+    )
+    .unwrap();
+    let classifier = ClassifierState::Loaded(std::sync::Arc::new(load()));
+    let build = || {
+        veil::snapshot::Snapshot::build(
+            &config,
+            &classifier,
+            veil::audit::ValueDigester::new(b"test key"),
+            |_| None,
+        )
+        .unwrap()
+    };
+    let text = "Please summarise the visit of Anneliese Kowalczyk.";
+    let old = build();
+    let set = old.policies.get("default").unwrap();
+    let whole = vec![std::ops::Range {
+        start: 0,
+        end: text.len(),
+    }];
+    set.detectors.detect_segments(text, &whole, "t1").unwrap();
+    assert_eq!(set.detectors.cache.as_ref().unwrap().len("t1"), 1);
+    let new = build();
+    let set = new.policies.get("default").unwrap();
+    assert!(set.detectors.cache.as_ref().unwrap().is_empty("t1"));
 }

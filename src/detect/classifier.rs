@@ -25,6 +25,7 @@ use tokenizers::Tokenizer;
 use super::{EntityType, Finding};
 pub use crate::config::Weights;
 
+pub mod cache;
 pub mod decode;
 pub mod rules;
 mod runtime;
