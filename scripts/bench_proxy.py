@@ -3,6 +3,7 @@
 
 usage: bench_proxy.py [--rates 50,500,2000] [--classifier-rates 50,100,250] [--secs 10]
                       [--rounds 2] [--setups patterns,default] [--json OUT]
+       bench_proxy.py --soak SECS [--soak-rate 1000] [--soak-classifier-rate 80] [--setups …]
 
 Starts a mock OpenAI upstream (examples/mock_upstream.rs) and veil in front of it (release
 build, durable SQLite audit in a scratch directory, the shipped `default` policy), then drives
@@ -13,6 +14,8 @@ rounds). Setups: `patterns` (classifier.dir empty: the pattern tier only) and `d
 (patterns + the token classifier), both with the classifier's segment cache off (oha sends one
 body over and over; examples/conversation_bench.rs measures the cache). `oha` is installed
 with `cargo install oha` when missing.
+--soak drives veil alone at one rate for SECS seconds per setup and samples its resident memory
+(VmRSS) every 10 s: memory should be flat after warm-up.
 Targets (issue 27) are judged on these figures, never in timed tests.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
@@ -105,6 +108,37 @@ def oha(binary, url, rate, secs, body_file, auth):
             "requests": sum(codes.values())}
 
 
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soak(binary, url, rate, secs, body_file, pid, setup):
+    """Drives veil at `rate` for `secs` seconds; its resident memory every 10 s."""
+    load = subprocess.Popen([binary, "--no-tui", "--output-format", "json", "-z", f"{secs}s", "-q",
+                             str(rate), "-c", "64", "-m", "POST", "-H", f"Authorization: Bearer {KEY}",
+                             "-H", "Content-Type: application/json", "-D", body_file, url],
+                            stdout=subprocess.PIPE, text=True)
+    samples, started = [], time.time()
+    while load.poll() is None:
+        samples.append((round(time.time() - started), round(rss_mb(pid), 1)))
+        time.sleep(10)
+    out = json.loads(load.stdout.read())
+    codes = out.get("statusCodeDistribution", {})
+    row = {"setup": setup, "soak_rate": rate, "secs": secs, "rss_mb": samples,
+           "served_rps": out["summary"]["requestsPerSec"], "ok": codes.get("200", 0),
+           "requests": sum(codes.values())}
+    after_warmup = [m for t, m in samples if t >= 60] or [m for _, m in samples]
+    print(f"{setup:9} soak {rate} rps for {secs} s: RSS {samples[0][1]} MB at start, "
+          f"{after_warmup[0]} MB after 60 s, {samples[-1][1]} MB at the end (min {min(after_warmup)}, "
+          f"max {max(after_warmup)} after warm-up); served {row['served_rps']:.1f} rps, "
+          f"{row['ok']}/{row['requests']} 200", flush=True)
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="50,500,2000")
@@ -113,6 +147,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--setups", default="patterns,default")
     ap.add_argument("--json")
+    ap.add_argument("--soak", type=int, default=0)
+    ap.add_argument("--soak-rate", type=int, default=1000)
+    ap.add_argument("--soak-classifier-rate", type=int, default=80)
     a = ap.parse_args()
     binary = ensure_oha()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "veil", "--example", "mock_upstream"],
@@ -141,6 +178,13 @@ def main():
             wait_http(f"http://127.0.0.1:{port}/healthz")
             through = f"http://127.0.0.1:{port}/v1/chat/completions"
             oha(binary, through, 20, 2, body, True)  # warm-up (and a check that it answers)
+            if a.soak:
+                rate = a.soak_rate if setup == "patterns" else a.soak_classifier_rate
+                results.append(soak(binary, through, rate, a.soak, body, veil.pid, setup))
+                veil.send_signal(signal.SIGTERM)
+                veil.wait(timeout=60)
+                procs.remove(veil)
+                continue
             rates = a.rates if setup == "patterns" else a.classifier_rates
             for rate in map(int, rates.split(",")):
                 rounds = []

@@ -121,7 +121,11 @@ pub async fn start(
         addr: config.server.listen,
         source,
     })?;
-    let app = crate::api::app(state.clone(), crate::telemetry::metrics());
+    let metrics = crate::telemetry::metrics();
+    if let Some(handle) = metrics.clone() {
+        crate::telemetry::spawn_upkeep(handle);
+    }
+    let app = crate::api::app(state.clone(), metrics);
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
