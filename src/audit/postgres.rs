@@ -140,25 +140,7 @@ async fn insert_all(
     };
     let chained = key.link((tail.0, &tail.1), &fresh);
     for chunk in chained.chunks(INSERT_CHUNK) {
-        let mut qb = sqlx::QueryBuilder::new(
-            "INSERT INTO audit_log (seq, request_id, kind, ts, tenant, action, outcome, status, \
-             body, prev_hash, hash, scheme, mac) ",
-        );
-        qb.push_values(chunk, |mut b, r| {
-            b.push_bind(r.seq)
-                .push_bind(&r.request_id)
-                .push_bind(&r.kind)
-                .push_bind(&r.ts)
-                .push_bind(&r.tenant)
-                .push_bind(&r.action)
-                .push_bind(&r.outcome)
-                .push_bind(r.status)
-                .push_bind(&r.body)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.hash)
-                .push_bind(&r.scheme)
-                .push_bind(&r.mac);
-        });
+        let mut qb = super::columns::insert_rows!(sqlx::Postgres, chunk);
         qb.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;

@@ -175,24 +175,7 @@ async fn insert_all(
     // connection's thread, which a group commit of many rows paid once per row (issue 27).
     // 13 columns x 64 rows stays far below SQLite's limit on bound variables.
     for chunk in chained.chunks(64) {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO audit_log (seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme, mac) ",
-        );
-        insert.push_values(chunk, |mut b, r| {
-            b.push_bind(r.seq)
-                .push_bind(&r.request_id)
-                .push_bind(&r.kind)
-                .push_bind(&r.ts)
-                .push_bind(&r.tenant)
-                .push_bind(&r.action)
-                .push_bind(&r.outcome)
-                .push_bind(r.status)
-                .push_bind(&r.body)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.hash)
-                .push_bind(&r.scheme)
-                .push_bind(&r.mac);
-        });
+        let mut insert = super::columns::insert_rows!(sqlx::Sqlite, chunk);
         insert.build().execute(&mut *conn).await?;
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
