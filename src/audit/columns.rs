@@ -1,38 +1,13 @@
 //! Rows read back from either database, decoded in one place: the stores select the same
-//! columns in the same order.
+//! columns ([`LOG_COLUMNS`]) in the same order.
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{Checkpoint, RequestRow, StoredRow};
 
-/// One multi-row `INSERT INTO audit_log` of chained rows (`NewRow`s) for database `$db`, with
-/// the columns in the order both stores' migrations define. A macro, not a function: each
-/// database binds the same fields through its own `Encode` impls.
-macro_rules! insert_rows {
-    ($db:ty, $rows:expr) => {{
-        let mut insert = sqlx::QueryBuilder::<$db>::new(
-            "INSERT INTO audit_log (seq, request_id, kind, ts, tenant, action, outcome, status, \
-             body, prev_hash, hash, scheme, mac) ",
-        );
-        insert.push_values($rows, |mut b, r| {
-            b.push_bind(r.seq)
-                .push_bind(&r.request_id)
-                .push_bind(&r.kind)
-                .push_bind(&r.ts)
-                .push_bind(&r.tenant)
-                .push_bind(&r.action)
-                .push_bind(&r.outcome)
-                .push_bind(r.status)
-                .push_bind(&r.body)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.hash)
-                .push_bind(&r.scheme)
-                .push_bind(&r.mac);
-        });
-        insert
-    }};
-}
-pub(super) use insert_rows;
+/// The columns of `audit_log` in the order both stores' migrations define, for their inserts
+/// and row reads.
+pub(super) const LOG_COLUMNS: &str = "seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme, mac";
 
 /// `seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme,
 /// mac`.

@@ -226,6 +226,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where audit rows are kept. SQLite today; PostgreSQL implements the same trait.
 pub trait AuditStore: Send + Sync + 'static {
+    /// Whether the writer's calls ([`Self::append`], [`Self::add_checkpoint`], [`Self::close`])
+    /// block the thread they run on: the writer then runs on a thread of its own.
+    fn blocking(&self) -> bool {
+        false
+    }
     /// Sequence number and hash of the last row, if any.
     fn tail(&self) -> BoxFuture<'_, Result<Option<(i64, String)>, AuditError>>;
     /// Chains `rows` after the last stored row and appends them, in one transaction that
@@ -458,7 +463,10 @@ impl std::fmt::Debug for AuditLog {
 /// while the database fails; [`WriterTask::finish`] waits for that and says what was lost.
 #[derive(Debug)]
 pub struct WriterTask {
-    handle: tokio::task::JoinHandle<()>,
+    /// Closed when the writer has stopped (its store closed).
+    done: oneshot::Receiver<()>,
+    /// The writer's task, when it runs on the caller's runtime (a thread cannot be aborted).
+    task: Option<tokio::task::AbortHandle>,
     health: Arc<Health>,
 }
 
@@ -467,9 +475,10 @@ impl WriterTask {
     /// every [`AuditLog`]). Returns the number of rows that could not be written: 0 when all
     /// landed.
     pub async fn finish(self, within: Duration) -> u64 {
-        let mut handle = self.handle;
-        if tokio::time::timeout(within, &mut handle).await.is_err() {
-            handle.abort();
+        if tokio::time::timeout(within, self.done).await.is_err()
+            && let Some(task) = &self.task
+        {
+            task.abort();
         }
         let lost = self.health.unwritten.load(Ordering::Relaxed);
         if lost > 0 {
@@ -512,10 +521,7 @@ impl AuditLog {
             retention_days: sealing.retention_days,
         });
         let checkpoint_file = sealing.checkpoints.as_ref().and_then(|c| c.file.clone());
-        let task = WriterTask {
-            handle: tokio::spawn(writer(store.clone(), rx, sealing, tail, health.clone())),
-            health: health.clone(),
-        };
+        let task = spawn_writer(store.clone(), rx, sealing, tail, health.clone())?;
         let log = Self {
             tx,
             timeout,
@@ -797,6 +803,41 @@ impl Marks {
             }
         }
     }
+}
+
+/// Starts the writer: on a thread of its own, with a single-threaded runtime, when the store
+/// blocks (SQLite: a request then waits for one hand-off to that thread and one back, not for
+/// the scheduling of a task and of a driver thread per statement); else as a task.
+fn spawn_writer(
+    store: Arc<dyn AuditStore>,
+    rx: mpsc::Receiver<Job>,
+    sealing: Sealing,
+    tail: Option<(i64, String)>,
+    health: Arc<Health>,
+) -> Result<WriterTask, AuditError> {
+    let (stopped, done) = oneshot::channel();
+    let run = writer(store.clone(), rx, sealing, tail, health.clone());
+    let task = if store.blocking() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| AuditError::Database(format!("cannot start the audit writer: {e}")))?;
+        std::thread::Builder::new()
+            .name("veil-audit-writer".to_owned())
+            .spawn(move || {
+                runtime.block_on(run);
+                let _ = stopped.send(());
+            })
+            .map_err(|e| AuditError::Database(format!("cannot start the audit writer: {e}")))?;
+        None
+    } else {
+        let handle = tokio::spawn(async move {
+            run.await;
+            let _ = stopped.send(());
+        });
+        Some(handle.abort_handle())
+    };
+    Ok(WriterTask { done, task, health })
 }
 
 /// Waits until `at`, or forever.

@@ -140,8 +140,26 @@ async fn insert_all(
     };
     let chained = key.link((tail.0, &tail.1), &fresh);
     for chunk in chained.chunks(INSERT_CHUNK) {
-        let mut qb = super::columns::insert_rows!(sqlx::Postgres, chunk);
-        qb.build().execute(&mut *tx).await?;
+        let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+            "INSERT INTO audit_log ({}) ",
+            super::columns::LOG_COLUMNS
+        ));
+        insert.push_values(chunk, |mut b, r| {
+            b.push_bind(r.seq)
+                .push_bind(&r.request_id)
+                .push_bind(&r.kind)
+                .push_bind(&r.ts)
+                .push_bind(&r.tenant)
+                .push_bind(&r.action)
+                .push_bind(&r.outcome)
+                .push_bind(r.status)
+                .push_bind(&r.body)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.hash)
+                .push_bind(&r.scheme)
+                .push_bind(&r.mac);
+        });
+        insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(chained.last().map_or(tail, |r| (r.seq, r.hash.clone())))
@@ -264,16 +282,17 @@ impl AuditStore for PostgresStore {
         limit: i64,
     ) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, \
-                 hash, scheme, mac FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
-            )
-            .bind(after)
-            .bind(to)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+            let sql = format!(
+                "SELECT {} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                super::columns::LOG_COLUMNS
+            );
+            let rows = sqlx::query(&sql)
+                .bind(after)
+                .bind(to)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
             Ok(rows.iter().map(columns::stored_row).collect())
         })
     }

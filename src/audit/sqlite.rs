@@ -5,15 +5,20 @@
 //! may or may not have rolled back a transaction whose write failed (disk full, I/O error), and a
 //! connection left inside one would make the next "commit" a no-op savepoint — a success reported
 //! for rows that never reach the disk.
+//!
+//! That connection is synchronous (rusqlite) and its calls block: the writer of a SQLite log
+//! runs on a thread of its own ([`AuditStore::blocking`]). Through sqlx's asynchronous driver every
+//! statement was a hand-off to the connection's thread and back, which cost more than the commit
+//! itself (issue 27; `docs/benchmarks.md`). Reads keep sqlx's pool.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use rusqlite::OptionalExtension as _;
+use sqlx::Row as _;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, Connection as _, Row as _};
 
 use super::columns;
 use super::query::{Dialect, Query, RequestRow, Stats, push_filtered};
@@ -23,10 +28,11 @@ use super::{AuditError, AuditStore, BoxFuture, ChainKey, Checkpoint, GENESIS, Ne
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    options: SqliteConnectOptions,
     /// `<database>-shm`, checked before every use of a connection that may be new.
     shm: std::path::PathBuf,
-    writer: tokio::sync::Mutex<Option<SqliteConnection>>,
+    /// The database file, for the writer's connection.
+    path: std::path::PathBuf,
+    writer: std::sync::Mutex<Option<rusqlite::Connection>>,
     /// The writer's exclusive lock on `<path>.lock`, held while the store lives: two writers
     /// would each extend the chain from their own idea of its tail.
     _lock: Option<std::fs::File>,
@@ -66,6 +72,9 @@ fn check_shm(shm: &std::path::Path) -> Result<(), AuditError> {
     }
 }
 
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn db(e: impl std::fmt::Display) -> AuditError {
     AuditError::Database(e.to_string())
 }
@@ -86,11 +95,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(2));
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.clone())
+            .connect_with(options)
             .await
             .map_err(db)?;
         sqlx::migrate!("./migrations/sqlite")
@@ -99,9 +108,9 @@ impl SqliteStore {
             .map_err(db)?;
         Ok(Self {
             pool,
-            options,
             shm,
-            writer: tokio::sync::Mutex::new(None),
+            path: path.into(),
+            writer: std::sync::Mutex::new(None),
             _lock: Some(lock),
         })
     }
@@ -116,10 +125,39 @@ impl SqliteStore {
         Ok(&self.pool)
     }
 
-    /// A new writer connection, after the same check.
-    async fn connect(&self) -> Result<SqliteConnection, AuditError> {
+    /// A new writer connection, after the same check. The migrations (run by the pool) made
+    /// the database WAL; the writer commits with `synchronous = FULL`.
+    fn connect_writer(&self) -> Result<rusqlite::Connection, AuditError> {
         check_shm(&self.shm)?;
-        self.options.connect().await.map_err(db)
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on the writer's connection (opened if needed; blocks). After an error the
+    /// connection is closed, whatever state the failed transaction left going with it.
+    fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, AuditError> {
+        let mut slot = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let conn = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(self.connect_writer()?),
+        };
+        f(conn).map_err(|e| {
+            slot.take();
+            db(e)
+        })
     }
 
     /// Opens an existing database for reading only (no directory, file, migration or write).
@@ -136,14 +174,14 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(2));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options)
             .await
             .map_err(db)?;
         Ok(Self {
             pool,
-            options,
             shm: std::path::PathBuf::from(format!("{path}-shm")),
-            writer: tokio::sync::Mutex::new(None),
+            path: path.into(),
+            writer: std::sync::Mutex::new(None),
             _lock: None,
         })
     }
@@ -159,30 +197,56 @@ const DIALECT: Dialect = Dialect {
 };
 
 /// Chains `rows` after the stored tail and inserts them, in one transaction on `conn`.
-async fn insert_all(
-    conn: &mut SqliteConnection,
+fn insert_all(
+    conn: &mut rusqlite::Connection,
     rows: &[NewRow],
     key: &ChainKey,
-) -> Result<(i64, String), sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+) -> rusqlite::Result<(i64, String)> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Read inside the write transaction: the tail cannot move under it.
-    let tail = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?
-        .map_or((0, GENESIS.to_owned()), |r| (r.get(0), r.get(1)));
+    let tail = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, GENESIS.to_owned()));
     let chained = key.link((tail.0, &tail.1), rows);
-    // One statement per chunk rather than per row: every statement is a round trip to the
-    // connection's thread, which a group commit of many rows paid once per row (issue 27).
-    // 13 columns x 64 rows stays far below SQLite's limit on bound variables.
-    for chunk in chained.chunks(64) {
-        let mut insert = super::columns::insert_rows!(sqlx::Sqlite, chunk);
-        insert.build().execute(&mut *conn).await?;
+    {
+        // One statement per row is cheap here: the connection runs on this thread.
+        let mut insert = tx.prepare_cached(&format!(
+            "INSERT INTO audit_log ({}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            columns::LOG_COLUMNS
+        ))?;
+        for r in &chained {
+            insert.execute(rusqlite::params![
+                r.seq,
+                r.request_id,
+                r.kind,
+                r.ts,
+                r.tenant,
+                r.action,
+                r.outcome,
+                r.status,
+                r.body,
+                r.prev_hash,
+                r.hash,
+                r.scheme,
+                r.mac,
+            ])?;
+        }
     }
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    tx.commit()?;
     Ok(chained.last().map_or(tail, |r| (r.seq, r.hash.clone())))
 }
 
 impl AuditStore for SqliteStore {
+    fn blocking(&self) -> bool {
+        true
+    }
+
     fn tail(&self) -> BoxFuture<'_, Result<Option<(i64, String)>, AuditError>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -198,39 +262,19 @@ impl AuditStore for SqliteStore {
         rows: &'a [NewRow],
         key: &'a ChainKey,
     ) -> BoxFuture<'a, Result<(i64, String), AuditError>> {
-        Box::pin(async move {
-            let mut slot = self.writer.lock().await;
-            let conn = match slot.as_mut() {
-                Some(c) => c,
-                None => slot.insert(self.connect().await?),
-            };
-            match insert_all(conn, rows, key).await {
-                Ok(head) => Ok(head),
-                Err(e) => {
-                    // Whatever state the failed transaction left, it goes with this connection.
-                    if let Some(conn) = slot.take() {
-                        let _ = conn.close().await;
-                    }
-                    Err(db(e))
-                }
-            }
-        })
+        Box::pin(async move { self.with_writer(|conn| insert_all(conn, rows, key)) })
     }
 
     fn add_checkpoint<'a>(&'a self, cp: &'a Checkpoint) -> BoxFuture<'a, Result<(), AuditError>> {
         Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (seq, head, ts, key_id, signature) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(cp.seq)
-            .bind(&cp.head)
-            .bind(&cp.ts)
-            .bind(&cp.key_id)
-            .bind(&cp.signature)
-            .execute(self.pool()?)
-            .await
-            .map(|_| ())
-            .map_err(db)
+            self.with_writer(|conn| {
+                conn.execute(
+                    "INSERT INTO audit_checkpoints (seq, head, ts, key_id, signature) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![cp.seq, cp.head, cp.ts, cp.key_id, cp.signature],
+                )
+                .map(|_| ())
+            })
         })
     }
 
@@ -254,39 +298,21 @@ impl AuditStore for SqliteStore {
     }
 
     fn prune(&self, through: i64) -> BoxFuture<'_, Result<u64, AuditError>> {
+        // Blocks while it deletes: `veil audit prune` runs with the server stopped.
         Box::pin(async move {
-            let mut slot = self.writer.lock().await;
-            let conn = match slot.as_mut() {
-                Some(c) => c,
-                None => slot.insert(self.connect().await?),
-            };
-            // SQLite's DDL is transactional: the trigger is gone only inside this transaction.
-            let result: Result<u64, sqlx::Error> = async {
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                sqlx::query("DROP TRIGGER audit_log_no_delete")
-                    .execute(&mut *conn)
-                    .await?;
-                let n = sqlx::query("DELETE FROM audit_log WHERE seq <= ?")
-                    .bind(through)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                sqlx::query(
+            self.with_writer(|conn| {
+                // SQLite's DDL is transactional: the trigger is gone only inside this transaction.
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute_batch("DROP TRIGGER audit_log_no_delete")?;
+                let n = tx.execute("DELETE FROM audit_log WHERE seq <= ?1", [through])?;
+                tx.execute_batch(
                     "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log \
                      BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
-                )
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(n)
-            }
-            .await;
-            if result.is_err()
-                && let Some(conn) = slot.take()
-            {
-                let _ = conn.close().await;
-            }
-            result.map_err(db)
+                )?;
+                tx.commit()?;
+                Ok(n as u64)
+            })
         })
     }
 
@@ -327,16 +353,17 @@ impl AuditStore for SqliteStore {
         limit: i64,
     ) -> BoxFuture<'_, Result<Vec<StoredRow>, AuditError>> {
         Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT seq, request_id, kind, ts, tenant, action, outcome, status, body, prev_hash, hash, scheme, mac \
-                 FROM audit_log WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-            )
-            .bind(after)
-            .bind(to)
-            .bind(limit)
-            .fetch_all(self.pool()?)
-            .await
-            .map_err(db)?;
+            let sql = format!(
+                "SELECT {} FROM audit_log WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                columns::LOG_COLUMNS
+            );
+            let rows = sqlx::query(&sql)
+                .bind(after)
+                .bind(to)
+                .bind(limit)
+                .fetch_all(self.pool()?)
+                .await
+                .map_err(db)?;
             Ok(rows.iter().map(columns::stored_row).collect())
         })
     }
@@ -375,8 +402,13 @@ impl AuditStore for SqliteStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Some(conn) = self.writer.lock().await.take() {
-                let _ = conn.close().await;
+            let writer = self
+                .writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(conn) = writer {
+                let _ = conn.close();
             }
             self.pool.close().await;
         })
