@@ -65,6 +65,7 @@ fn main() {
             PathBuf::from,
         ),
         threads: 2,
+        sessions: 1,
         batch: 16,
         weights: Weights::Auto,
         rules: RuleSet::all(),

@@ -359,8 +359,12 @@ pub struct ClassifierSettings {
     pub dir: PathBuf,
     /// The ONNX Runtime shared library (`VEIL_ORT_LIB` overrides).
     pub ort_library: PathBuf,
-    /// Inference threads.
+    /// Intra-op threads of each inference session.
     pub threads: usize,
+    /// Inference sessions: requests classified at once (each a copy of the model's session,
+    /// ~20 MB). Two sessions of two threads keep one request's latency and let a second request
+    /// use a core the first leaves idle (`docs/benchmarks.md`).
+    pub sessions: usize,
     /// Windows per inference batch.
     pub batch: usize,
     /// What to do when the model is missing or corrupt.
@@ -390,6 +394,7 @@ impl Default for ClassifierSettings {
             dir: PathBuf::from("models/classifier"),
             ort_library: PathBuf::from(".cache/onnxruntime/libonnxruntime.so.1.31.1"),
             threads: 2,
+            sessions: 2,
             batch: 16,
             on_missing: OnMissing::Refuse,
             weights: Weights::Auto,

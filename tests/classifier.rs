@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use veil::detect::classifier::cache::SegmentCache;
 use veil::detect::classifier::decode::WordScores;
@@ -35,6 +36,7 @@ fn config(dir: &Path) -> ClassifierConfig {
             PathBuf::from,
         ),
         threads: 1,
+        sessions: 1,
         batch: 4,
         weights: Weights::Auto,
         rules: RuleSet::all(),
@@ -144,6 +146,52 @@ fn an_entity_straddling_a_window_boundary_is_found_whole() {
         );
     }
     assert!(straddled > 0, "some case put the name across the boundary");
+}
+
+#[test]
+fn requests_classified_at_once_on_several_sessions_find_what_one_session_finds() {
+    let dir = model_dir();
+    let one = load();
+    let several = Arc::new(
+        Classifier::load(&ClassifierConfig {
+            sessions: 3,
+            ..config(&dir)
+        })
+        .unwrap(),
+    );
+    let texts: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                "Note {i}: seen by Dr. Margaret Okonkwo at Briarwood on 4/9/1961, lives at \
+                 {i}4 Elm Hollow Rd, Dunmore. {}",
+                "Plan: continue current care. ".repeat(i * 4)
+            )
+        })
+        .collect();
+    let expected: Vec<Vec<Finding>> = texts
+        .iter()
+        .map(|t| one.detect(t, &BTreeMap::new()).unwrap())
+        .collect();
+    assert!(expected.iter().all(|f| !f.is_empty()));
+    // Every thread runs every text, so runs overlap on all three sessions.
+    let threads: Vec<_> = (0..4)
+        .map(|k| {
+            let (c, texts) = (several.clone(), texts.clone());
+            std::thread::spawn(move || {
+                (0..texts.len())
+                    .map(|i| {
+                        let i = (i + k) % texts.len();
+                        (i, c.detect(&texts[i], &BTreeMap::new()).unwrap())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for (i, found) in t.join().unwrap() {
+            assert_eq!(found, expected[i], "text {i}");
+        }
+    }
 }
 
 #[test]
@@ -643,7 +691,7 @@ fn decoding_stored_word_scores_gives_what_detect_gives() {
 fn detectors(cache: Option<SegmentCache>) -> Detectors {
     Detectors::new(
         PatternDetector::new(&PatternConfig::default()).unwrap(),
-        ClassifierState::Loaded(std::sync::Arc::new(load())),
+        ClassifierState::Loaded(Arc::new(load())),
         BTreeMap::new(),
         &[],
     )
@@ -708,7 +756,7 @@ fn a_reloaded_snapshot_starts_with_an_empty_cache() {
         ),
     )
     .unwrap();
-    let classifier = ClassifierState::Loaded(std::sync::Arc::new(load()));
+    let classifier = ClassifierState::Loaded(Arc::new(load()));
     let build = || {
         veil::snapshot::Snapshot::build(
             &config,

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, OnceLock};
 
 use ort::session::Session;
@@ -139,8 +140,10 @@ pub struct ClassifierConfig {
     pub dir: PathBuf,
     /// Path of `libonnxruntime.so` (loaded at run time).
     pub ort_library: PathBuf,
-    /// Intra-op threads.
+    /// Intra-op threads of each session.
     pub threads: usize,
+    /// Sessions: how many requests the model serves at once.
+    pub sessions: usize,
     /// Windows per inference batch.
     pub batch: usize,
     /// Which integer kernels run the quantized products (see [`weights`]).
@@ -158,10 +161,12 @@ struct TypeIdx {
     i: usize,
 }
 
-/// The loaded classifier; shared by all requests (inference is serialized on one session,
-/// which uses `threads` cores).
+/// The loaded classifier; shared by all requests. Each of its sessions runs one request's
+/// windows at a time on `threads` threads; concurrent requests take free sessions.
 pub struct Classifier {
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
+    /// Where the next request starts looking for a free session.
+    next: AtomicUsize,
     tokenizer: Tokenizer,
     types: Vec<TypeIdx>,
     labels: usize,
@@ -388,27 +393,34 @@ impl Classifier {
             .collect();
 
         let env = environment(&cfg.ort_library)?;
-        let session = Session::builder(&env)
-            .map_err(runtime)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(runtime)?
-            .with_intra_threads(cfg.threads.max(1))
-            .map_err(runtime)?
-            .with_inter_threads(1)
-            .map_err(runtime)?
-            // Spinning worker threads would steal the cores llama.cpp's threads wait on.
-            .with_intra_op_spinning(false)
-            .map_err(runtime)?
-            .commit_from_memory(&model)
-            .map_err(runtime)?;
+        let sessions = (0..cfg.sessions.max(1))
+            .map(|_| {
+                Session::builder(&env)
+                    .map_err(runtime)?
+                    .with_optimization_level(GraphOptimizationLevel::Level3)
+                    .map_err(runtime)?
+                    .with_intra_threads(cfg.threads.max(1))
+                    .map_err(runtime)?
+                    .with_inter_threads(1)
+                    .map_err(runtime)?
+                    // Spinning worker threads would steal the cores llama.cpp's threads wait on.
+                    .with_intra_op_spinning(false)
+                    .map_err(runtime)?
+                    .commit_from_memory(&model)
+                    .map(Mutex::new)
+                    .map_err(runtime)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         tracing::info!(
             version = %manifest.version,
             kernels,
             threads = cfg.threads.max(1),
+            sessions = sessions.len(),
             "classifier loaded"
         );
         Ok(Self {
-            session: Mutex::new(session),
+            sessions,
+            next: AtomicUsize::new(0),
             tokenizer,
             types,
             labels: manifest.labels.len(),

@@ -2,6 +2,10 @@
 //! Runtime, give each piece the probabilities of the window where it is most central, and
 //! average them per word (steps 1 to 4 of the decoding rules in `models/README.md`).
 
+use std::sync::atomic::Ordering;
+use std::sync::{MutexGuard, PoisonError, TryLockError};
+
+use ort::session::Session;
 use ort::value::Tensor;
 
 use super::decode::{Word, WordScores};
@@ -97,11 +101,7 @@ impl Classifier {
         let shape = [rows, len];
         let ids = Tensor::from_array((shape, input)).map_err(runtime)?;
         let att = Tensor::from_array((shape, mask)).map_err(runtime)?;
-        // A panic while holding the lock leaves the session itself usable (runs are stateless).
-        let mut session = self
-            .session
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut session = self.session()?;
         let outputs = session
             .run(ort::inputs!["input_ids" => ids, "attention_mask" => att])
             .map_err(runtime)?;
@@ -117,6 +117,27 @@ impl Classifier {
             ));
         }
         Ok(data.to_vec())
+    }
+
+    /// A free session, or (all busy) the one whose turn it is, waited for. A panic while
+    /// holding a lock leaves the session itself usable (runs are stateless).
+    fn session(&self) -> Result<MutexGuard<'_, Session>, ClassifierError> {
+        let n = self.sessions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let Some(slot) = self.sessions.get((start + i) % n) else {
+                continue;
+            };
+            match slot.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.sessions
+            .get(start % n.max(1))
+            .map(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner))
+            .ok_or_else(|| ClassifierError::Runtime("the classifier has no session".to_owned()))
     }
 
     /// Words (start byte, end byte, mean piece probabilities).
