@@ -4,6 +4,8 @@
 usage: bench_proxy.py [--rates 50,500,2000] [--classifier-rates 50,100,250] [--secs 10]
                       [--rounds 2] [--setups patterns,default] [--json OUT]
        bench_proxy.py --soak SECS [--soak-rate 1000] [--soak-classifier-rate 80] [--setups …]
+       bench_proxy.py --compare OTHER_VEIL_BINARY [...]
+       bench_proxy.py --stages RATE [--setups …]
 
 Starts a mock OpenAI upstream (examples/mock_upstream.rs) and veil in front of it (release
 build, durable SQLite audit in a scratch directory, the shipped `default` policy), then drives
@@ -14,11 +16,16 @@ rounds). Setups: `patterns` (classifier.dir empty: the pattern tier only) and `d
 (patterns + the token classifier), both with the classifier's segment cache off (oha sends one
 body over and over; examples/conversation_bench.rs measures the cache). `oha` is installed
 with `cargo install oha` when missing.
+--compare runs a second veil binary (an older build, say) beside this one with the same setup:
+each round then measures direct, the other binary and this one, so both are compared in one
+period of the VM.
+--stages drives a freshly started veil at RATE for --secs and prints where its time went: the
+p50/p99 of the stage histograms on /metrics (decide, scan, audit waits, upstream, handler).
 --soak drives veil alone at one rate for SECS seconds per setup and samples its resident memory
 (VmRSS) every 10 s: memory should be flat after warm-up.
 Targets (issue 27) are judged on these figures, never in timed tests.
 """
-import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, ".."))
@@ -139,6 +146,26 @@ def soak(binary, url, rate, secs, body_file, pid, setup):
     return row
 
 
+def stages(binary, url, rate, secs, body_file, setup, label):
+    """One load run, then veil's stage histograms (p50 and p99, ms) from /metrics."""
+    load = oha(binary, url, rate, secs, body_file, True)
+    text = urllib.request.urlopen(url.replace("/v1/chat/completions", "/metrics")).read().decode()
+    found = {}
+    for line in text.splitlines():
+        m = re.match(r'(veil_(?:decide|scan|audit_wait|upstream|request)_seconds)(?:\{(.*?)\})? (\S+)$', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        q = labels.pop("quantile", None)
+        if q in ("0.5", "0.99"):
+            name = m.group(1) + "".join(f"{{{k}={v}}}" for k, v in sorted(labels.items()))
+            found.setdefault(name, {})[q] = float(m.group(3)) * 1000
+    print(f"{setup}/{label} at {rate} rps: client p50 {load['p50_ms']:.3f} p99 {load['p99_ms']:.3f} ms; "
+          f"served {load['rps']:.1f} rps", flush=True)
+    for name, q in sorted(found.items()):
+        print(f"  {name:55} p50 {q.get('0.5', float('nan')):8.3f} ms  p99 {q.get('0.99', float('nan')):8.3f} ms", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default="50,500,2000")
@@ -150,6 +177,8 @@ def main():
     ap.add_argument("--soak", type=int, default=0)
     ap.add_argument("--soak-rate", type=int, default=1000)
     ap.add_argument("--soak-classifier-rate", type=int, default=80)
+    ap.add_argument("--compare", help="another veil binary measured beside this one")
+    ap.add_argument("--stages", type=int, default=0, help="print veil's stage latencies at this rate")
     a = ap.parse_args()
     binary = ensure_oha()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "veil", "--example", "mock_upstream"],
@@ -165,47 +194,58 @@ def main():
     try:
         direct = f"http://127.0.0.1:{mock_port}/v1/chat/completions"
         for setup in a.setups.split(","):
-            port = free_port()
-            d = os.path.join(work, setup)
-            os.makedirs(d)
-            with open(os.path.join(d, "veil.toml"), "w") as f:
-                f.write(veil_config(d, port, mock_port, setup != "patterns"))
+            binaries = [("veil", os.path.join(REPO, "target/release/veil"))]
+            if a.compare:
+                binaries.insert(0, ("other", os.path.abspath(a.compare)))
             env = {**os.environ, "VEIL_HMAC_KEY": "bench-value-key", "BENCH_UPSTREAM_KEY": "sk-bench",
                    "RUST_LOG": "warn"}
-            veil = subprocess.Popen([os.path.join(REPO, "target/release/veil"), "serve", "--config",
-                                     os.path.join(d, "veil.toml")], env=env, cwd=REPO)
-            procs.append(veil)
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-            through = f"http://127.0.0.1:{port}/v1/chat/completions"
-            oha(binary, through, 20, 2, body, True)  # warm-up (and a check that it answers)
-            if a.soak:
+            served = []  # (label, url, process)
+            for label, path in binaries:
+                port = free_port()
+                d = os.path.join(work, f"{setup}-{label}")
+                os.makedirs(d)
+                with open(os.path.join(d, "veil.toml"), "w") as f:
+                    f.write(veil_config(d, port, mock_port, setup != "patterns"))
+                veil = subprocess.Popen([path, "serve", "--config", os.path.join(d, "veil.toml")], env=env, cwd=REPO)
+                procs.append(veil)
+                wait_http(f"http://127.0.0.1:{port}/healthz")
+                through = f"http://127.0.0.1:{port}/v1/chat/completions"
+                oha(binary, through, 20, 2, body, True)  # warm-up (and a check that it answers)
+                served.append((label, through, veil))
+            if a.stages:
+                for label, through, veil in served:
+                    stages(binary, through, a.stages, a.secs, body, setup, label)
+            elif a.soak:
                 rate = a.soak_rate if setup == "patterns" else a.soak_classifier_rate
-                results.append(soak(binary, through, rate, a.soak, body, veil.pid, setup))
+                for label, through, veil in served:
+                    results.append(soak(binary, through, rate, a.soak, body, veil.pid, setup))
+            else:
+                rates = a.rates if setup == "patterns" else a.classifier_rates
+                for rate in map(int, rates.split(",")):
+                    rounds = []
+                    for _ in range(a.rounds):
+                        d = oha(binary, direct, rate, a.secs, body, False)
+                        rounds.append((d, {label: oha(binary, through, rate, a.secs, body, True)
+                                           for label, through, _ in served}))
+                    for label, _, _ in served:
+                        row = {"setup": setup, "binary": label, "rate": rate}
+                        for k in ("p50_ms", "p99_ms"):
+                            row[f"direct_{k}"] = statistics.median(r[0][k] for r in rounds)
+                            row[f"veil_{k}"] = statistics.median(r[1][label][k] for r in rounds)
+                            row[f"overhead_{k}"] = statistics.median(r[1][label][k] - r[0][k] for r in rounds)
+                        row["veil_rps"] = statistics.median(r[1][label]["rps"] for r in rounds)
+                        row["veil_ok_share"] = (sum(r[1][label]["ok"] for r in rounds)
+                                                / max(1, sum(r[1][label]["requests"] for r in rounds)))
+                        results.append(row)
+                        name = setup if not a.compare else f"{setup}/{label}"
+                        print(f"{name:14} {rate:5} rps  direct p50 {row['direct_p50_ms']:6.2f} p99 {row['direct_p99_ms']:6.2f}  "
+                              f"veil p50 {row['veil_p50_ms']:6.2f} p99 {row['veil_p99_ms']:7.2f}  overhead p50 "
+                              f"{row['overhead_p50_ms']:6.2f} p99 {row['overhead_p99_ms']:7.2f} ms  served {row['veil_rps']:7.1f} rps, "
+                              f"{100 * row['veil_ok_share']:.1f}% 200", flush=True)
+            for _, _, veil in served:
                 veil.send_signal(signal.SIGTERM)
                 veil.wait(timeout=60)
                 procs.remove(veil)
-                continue
-            rates = a.rates if setup == "patterns" else a.classifier_rates
-            for rate in map(int, rates.split(",")):
-                rounds = []
-                for _ in range(a.rounds):
-                    rounds.append((oha(binary, direct, rate, a.secs, body, False),
-                                   oha(binary, through, rate, a.secs, body, True)))
-                row = {"setup": setup, "rate": rate}
-                for k in ("p50_ms", "p99_ms"):
-                    row[f"direct_{k}"] = statistics.median(r[0][k] for r in rounds)
-                    row[f"veil_{k}"] = statistics.median(r[1][k] for r in rounds)
-                    row[f"overhead_{k}"] = statistics.median(r[1][k] - r[0][k] for r in rounds)
-                row["veil_rps"] = statistics.median(r[1]["rps"] for r in rounds)
-                row["veil_ok_share"] = sum(r[1]["ok"] for r in rounds) / max(1, sum(r[1]["requests"] for r in rounds))
-                results.append(row)
-                print(f"{setup:9} {rate:5} rps  direct p50 {row['direct_p50_ms']:6.2f} p99 {row['direct_p99_ms']:6.2f}  "
-                      f"veil p50 {row['veil_p50_ms']:6.2f} p99 {row['veil_p99_ms']:7.2f}  overhead p50 "
-                      f"{row['overhead_p50_ms']:6.2f} p99 {row['overhead_p99_ms']:7.2f} ms  served {row['veil_rps']:7.1f} rps, "
-                      f"{100 * row['veil_ok_share']:.1f}% 200", flush=True)
-            veil.send_signal(signal.SIGTERM)
-            veil.wait(timeout=60)
-            procs.remove(veil)
     finally:
         for p in procs:
             p.kill()
