@@ -323,7 +323,7 @@ async fn run(
     let decide_started = std::time::Instant::now();
     let decision = state
         .decider
-        .decide(request, principal.clone(), snap.clone())
+        .decide(request, bytes.len(), principal.clone(), snap.clone())
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "no decision");
@@ -401,9 +401,13 @@ async fn run(
     }
 }
 
+/// Largest body decided on the request's own task when its policy runs no classifier.
+const INLINE_DECISION_BYTES: usize = 16 * 1024;
+
 /// Runs [`decide`](crate::decide::decide) off the async runtime, with a bound on concurrency
-/// and on time. A timeout or a panic never lets a request through undecided: the policy's
-/// `on_detector_error` applies.
+/// and on time (small bodies under a policy without the classifier: on the request's task). A
+/// timeout or a panic never lets a request through undecided: the policy's `on_detector_error`
+/// applies.
 #[derive(Debug, Clone)]
 pub struct Decider {
     permits: Arc<Semaphore>,
@@ -422,10 +426,29 @@ impl Decider {
     async fn decide(
         &self,
         request: Arc<Request>,
+        body_bytes: usize,
         principal: Principal,
         snap: Arc<Snapshot>,
     ) -> Result<Decision, DecideError> {
         let started = Instant::now();
+        // A small body under a policy without the classifier is decided where it is: its scan
+        // costs tens of microseconds, less than the hand-off to the blocking pool and back
+        // (~0.1 ms at 2,000 rps; docs/benchmarks.md). A panic is still contained.
+        let patterns_only = snap
+            .policies
+            .get(&principal.policy)
+            .is_some_and(|set| !set.detectors.classifier_loaded() && !set.detectors.unavailable());
+        if patterns_only && body_bytes <= INLINE_DECISION_BYTES {
+            return match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decide::decide(&request, &principal, &snap)
+            })) {
+                Ok(decision) => decision,
+                Err(_) => {
+                    tracing::error!("detector failed (panic); applying on_detector_error");
+                    decide::decide_undetected(&request, &principal, &snap, started)
+                }
+            };
+        }
         let job = async {
             let _permit = self.permits.acquire().await.ok()?;
             let (r, p, s) = (request.clone(), principal.clone(), snap.clone());
