@@ -196,6 +196,15 @@ const DIALECT: Dialect = Dialect {
     entity_list: "(SELECT group_concat(json_extract(value, '$.entity'), ' ') FROM json_each(entities))",
 };
 
+/// The writer's insert of one row (built once: it is the key of the prepared-statement cache).
+static INSERT_ROW: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO audit_log ({}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        columns::LOG_COLUMNS
+    )
+});
+
 /// Chains `rows` after the stored tail and inserts them, in one transaction on `conn`.
 fn insert_all(
     conn: &mut rusqlite::Connection,
@@ -215,11 +224,7 @@ fn insert_all(
     let chained = key.link((tail.0, &tail.1), rows);
     {
         // One statement per row is cheap here: the connection runs on this thread.
-        let mut insert = tx.prepare_cached(&format!(
-            "INSERT INTO audit_log ({}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            columns::LOG_COLUMNS
-        ))?;
+        let mut insert = tx.prepare_cached(&INSERT_ROW)?;
         for r in &chained {
             insert.execute(rusqlite::params![
                 r.seq,
