@@ -322,9 +322,10 @@ pub struct DetectConfig {
     pub timeout_ms: u64,
     /// Concurrent detection jobs (each runs on the blocking pool).
     pub concurrency: usize,
-    /// Messages whose classifier findings are remembered per tenant (0, the default: none),
-    /// so a conversation resending its history pays the model only for new text. With it the
-    /// classifier reads each message on its own instead of the whole request as one text.
+    /// Messages whose classifier findings are remembered per tenant and policy (0: none), so a
+    /// conversation resending its history pays the model only for new text. With it the
+    /// classifier reads each message on its own, after the end of the one before, instead of
+    /// the whole request as one text, and reads each answer while the classifier is idle.
     pub cache_entries: usize,
     /// Seconds a remembered segment stays.
     pub cache_ttl_secs: u64,
@@ -335,7 +336,7 @@ impl Default for DetectConfig {
         Self {
             timeout_ms: 2_000,
             concurrency: 4,
-            cache_entries: 0,
+            cache_entries: 4096,
             cache_ttl_secs: 600,
         }
     }

@@ -172,6 +172,41 @@ pub fn decide(
     })
 }
 
+/// Prepares the next turn of `request`'s conversation: reads `answer` (the assistant message
+/// just returned for it) as the client will send it back, after `request`'s messages, and
+/// remembers the classifier's findings in the caller's segment cache, so that next turn only
+/// the new question costs the model. Decides nothing and records nothing; returns how many
+/// readings ran the model (0 without a cache or a classifier).
+pub fn prime(
+    request: &Request,
+    answer: Value,
+    principal: &Principal,
+    snapshot: &Snapshot,
+) -> Result<usize, PrimeError> {
+    let set = snapshot
+        .policies
+        .get(&principal.policy)
+        .ok_or_else(|| DecideError::UnknownPolicy(principal.policy.to_string()))?;
+    let mut next = request.body.clone();
+    let Some(messages) = next.get_mut("messages").and_then(Value::as_array_mut) else {
+        return Ok(0);
+    };
+    messages.push(answer);
+    let extracted = extract::chat(&next, snapshot.max_json_depth);
+    Ok(scan::prime(&set.detectors, &extracted, &principal.tenant)?)
+}
+
+/// Why a conversation's next turn could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrimeError {
+    /// No decision either.
+    #[error(transparent)]
+    Decide(#[from] DecideError),
+    /// The classifier failed.
+    #[error(transparent)]
+    Classifier(#[from] crate::detect::classifier::ClassifierError),
+}
+
 /// Decides one request whose detection could not finish (timed out or crashed): nothing is
 /// allowed on the strength of it, and the policy's `on_detector_error` applies.
 pub fn decide_undetected(

@@ -58,6 +58,13 @@ enum Command {
         /// without that rule (the model runs once per record).
         #[arg(long, value_name = "DIR", requires = "jsonl")]
         ablate: Option<PathBuf>,
+        /// With --jsonl: read each record as a conversation of messages of at least BYTES bytes
+        /// (cut at the next line or sentence end), each message read by the classifier on its
+        /// own after the end of the one before, as the server does with the segment cache
+        /// (`detect.cache_entries`): how that reading compares on labelled text. Offsets stay
+        /// the record's.
+        #[arg(long, value_name = "BYTES", requires = "jsonl", conflicts_with_all = ["word_scores_in", "word_scores_out", "ablate"])]
+        as_messages: Option<usize>,
         /// Scan this file.
         #[arg(long)]
         file: Option<PathBuf>,
@@ -311,6 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             word_scores_in,
             rules_off,
             ablate,
+            as_messages,
             file,
             text,
         } => {
@@ -332,6 +340,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                             scores_out: word_scores_out.as_deref(),
                             scores_in: word_scores_in.as_deref(),
                             ablate: ablate.as_deref(),
+                            as_messages,
                         },
                     ),
                     _ => bail!("--jsonl takes IN and OUT"),
@@ -627,6 +636,35 @@ fn findings(set: &PolicySet, acted_on: bool, text: &str) -> anyhow::Result<Vec<F
     Ok(found)
 }
 
+/// What the server finds in `text` sent as a conversation of messages of at least `bytes`
+/// bytes, each cut at an ASCII space or line break after a line or sentence end, read message
+/// by message (`veil scan --as-messages`). The cut's one whitespace byte is the joined
+/// document's separator, so offsets are `text`'s.
+fn findings_as_messages(set: &PolicySet, text: &str, bytes: usize) -> anyhow::Result<Vec<Finding>> {
+    let mut messages = Vec::new();
+    let (mut start, mut prev) = (0, '\0');
+    for (i, c) in text.char_indices() {
+        if i - start >= bytes
+            && i + 1 < text.len()
+            && (c == ' ' || c == '\n')
+            && matches!(prev, '.' | '?' | '!' | '\n')
+        {
+            messages.push(json!({"role": "user", "content": text.get(start..i)}));
+            start = i + 1;
+        }
+        prev = c;
+    }
+    messages.push(json!({"role": "user", "content": text.get(start..)}));
+    let extracted = veil::extract::chat(&json!({ "messages": messages }), usize::MAX);
+    let (doc, starts) = extracted.joined();
+    anyhow::ensure!(
+        doc.len() == text.len(),
+        "the messages do not rejoin to the text"
+    );
+    let readings = veil::scan::readings(&extracted, &doc, &starts, true);
+    Ok(set.detectors.detect_readings(&doc, &readings, "scan")?)
+}
+
 fn print_findings(set: &PolicySet, acted_on: bool, text: &str) -> anyhow::Result<()> {
     let findings = findings(set, acted_on, text)?;
     let mut out = std::io::stdout().lock();
@@ -658,6 +696,7 @@ struct ScanJsonl<'a> {
     scores_out: Option<&'a Path>,
     scores_in: Option<&'a Path>,
     ablate: Option<&'a Path>,
+    as_messages: Option<usize>,
 }
 
 /// One record's word scores as `--word-scores-out` writes them: the model and a digest of the
@@ -801,7 +840,17 @@ fn scan_jsonl(set: &PolicySet, o: &ScanJsonl<'_>) -> anyhow::Result<()> {
 fn scan_plain(set: &PolicySet, o: &ScanJsonl<'_>) -> anyhow::Result<()> {
     let mut output = create(o.output)?;
     for_records(o.input, |id, text| {
-        write_spans(&mut output, id, text, findings(set, o.acted_on, text)?)
+        let found = match o.as_messages {
+            Some(bytes) => {
+                let mut found = findings_as_messages(set, text, bytes)?;
+                if o.acted_on {
+                    found.retain(|f| set.policy.acts_on(f));
+                }
+                found
+            }
+            None => findings(set, o.acted_on, text)?,
+        };
+        write_spans(&mut output, id, text, found)
     })?;
     output.flush()?;
     Ok(())

@@ -323,7 +323,12 @@ async fn run(
     let decide_started = std::time::Instant::now();
     let decision = state
         .decider
-        .decide(request, bytes.len(), principal.clone(), snap.clone())
+        .decide(
+            request.clone(),
+            bytes.len(),
+            principal.clone(),
+            snap.clone(),
+        )
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "no decision");
@@ -351,6 +356,7 @@ async fn run(
         "decided"
     );
 
+    let primer = state.decider.primer(&request, &principal, snap);
     match decision.route {
         Route::Block { rule, reason } => Err(ApiError::Blocked {
             rule: rule.to_string(),
@@ -358,7 +364,7 @@ async fn run(
         }),
         Route::Local => {
             trail.decision.route = Some("local".to_owned());
-            answer_locally(state, &chat, trail).await
+            answer_locally(state, &chat, trail, primer).await
         }
         Route::NoUpstream => Err(ApiError::ModelNotFound),
         Route::Cloud {
@@ -382,6 +388,7 @@ async fn run(
                     restore,
                     handoff,
                     client_wants_usage,
+                    primer,
                 )))
             } else {
                 let upstream_started = std::time::Instant::now();
@@ -390,6 +397,9 @@ async fn run(
                     .record(upstream_started.elapsed().as_secs_f64());
                 if let Some(map) = &restore {
                     map.restore_value(&mut answer);
+                }
+                if let Some(primer) = primer {
+                    primer.prime_completion(&answer);
                 }
                 let usage = usage_of(&answer);
                 Ok(Success::Json {
@@ -412,6 +422,9 @@ const INLINE_DECISION_BYTES: usize = 16 * 1024;
 pub struct Decider {
     permits: Arc<Semaphore>,
     timeout: Duration,
+    /// One conversation's next turn is prepared at a time, and only while the classifier is
+    /// idle ([`Primer`]).
+    priming: Arc<Semaphore>,
 }
 
 impl Decider {
@@ -420,7 +433,30 @@ impl Decider {
         Self {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             timeout,
+            priming: Arc::new(Semaphore::new(1)),
         }
+    }
+
+    /// What it takes to prepare the next turn of `request`'s conversation once it is answered;
+    /// `None` when the caller's policy has no segment cache or no classifier (nothing to gain).
+    fn primer(
+        &self,
+        request: &Arc<Request>,
+        principal: &Principal,
+        snap: &Arc<Snapshot>,
+    ) -> Option<Primer> {
+        let set = snap.policies.get(&principal.policy)?;
+        let ClassifierState::Loaded(classifier) = &set.detectors.classifier else {
+            return None;
+        };
+        set.detectors.cache.as_ref()?;
+        Some(Primer {
+            gate: self.priming.clone(),
+            classifier: classifier.clone(),
+            request: request.clone(),
+            principal: principal.clone(),
+            snap: snap.clone(),
+        })
     }
 
     async fn decide(
@@ -470,6 +506,85 @@ impl Decider {
                 decide::decide_undetected(&request, &principal, &snap, started)
             }
         }
+    }
+}
+
+/// Prepares a conversation's next turn in the background ([`decide::prime`]): the answer the
+/// client has just received comes back as history next turn, and read now — while no classifier
+/// session runs — it costs that turn nothing. Skipped, never queued, when the classifier is
+/// busy or another priming runs: requests come first.
+struct Primer {
+    gate: Arc<Semaphore>,
+    classifier: Arc<crate::detect::classifier::Classifier>,
+    request: Arc<Request>,
+    principal: Principal,
+    snap: Arc<Snapshot>,
+}
+
+impl Primer {
+    fn prime(self, answer: Value) {
+        let Ok(permit) = self.gate.clone().try_acquire_owned() else {
+            metrics::counter!("veil_detect_cache_prime_skipped_total").increment(1);
+            return;
+        };
+        if !self.classifier.idle() {
+            metrics::counter!("veil_detect_cache_prime_skipped_total").increment(1);
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match decide::prime(&self.request, answer, &self.principal, &self.snap) {
+                Ok(n) => metrics::counter!("veil_detect_cache_primed_total").increment(n as u64),
+                Err(e) => tracing::warn!(error = %e, "could not prepare the next turn"),
+            }
+        });
+    }
+
+    /// Primes with the assistant message of `body`'s first choice (a chat completion).
+    fn prime_completion(self, body: &Value) {
+        if let Some(message) = body.pointer("/choices/0/message") {
+            self.prime(message.clone());
+        }
+    }
+}
+
+/// A streamed answer's first choice, put together as the client will send it back.
+#[derive(Default)]
+struct Transcript {
+    content: String,
+    /// Tool calls or a refusal streamed: the message is not rebuilt (no priming).
+    other: bool,
+}
+
+impl Transcript {
+    fn chunk(&mut self, chunk: &Value) {
+        for choice in chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
+                continue;
+            }
+            let Some(delta) = choice.get("delta") else {
+                continue;
+            };
+            if let Some(Value::String(c)) = delta.get("content") {
+                self.content.push_str(c);
+            }
+            if ["tool_calls", "refusal", "function_call"]
+                .iter()
+                .any(|k| delta.get(*k).is_some_and(|v| !v.is_null()))
+            {
+                self.other = true;
+            }
+        }
+    }
+
+    fn message(self) -> Option<Value> {
+        (!self.other && !self.content.is_empty())
+            .then(|| json!({"role": "assistant", "content": self.content}))
     }
 }
 
@@ -688,6 +803,7 @@ fn spawn_stream(
     restore: Option<RedactionMap>,
     trail: Trail,
     client_wants_usage: bool,
+    primer: Option<Primer>,
 ) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel::<String>(32);
     let idle = sealed.get().upstream.idle_timeout;
@@ -696,6 +812,7 @@ fn spawn_stream(
         let empty = RedactionMap::default();
         let map = restore.as_ref().unwrap_or(&empty);
         let mut restorer = ChunkRestorer::new(map);
+        let mut transcript = primer.as_ref().map(|_| Transcript::default());
         let mut usage = None;
         let mut last = Value::Null;
         let mut events = std::pin::pin!(events);
@@ -733,9 +850,17 @@ fn spawn_stream(
             };
             if event.data.trim() == "[DONE]" {
                 if let Some(extra) = restorer.leftovers(&last) {
+                    if let Some(t) = &mut transcript {
+                        t.chunk(&extra);
+                    }
                     let _ = tx.send(extra.to_string()).await;
                 }
                 let _ = tx.send("[DONE]".to_owned()).await;
+                if let (Some(primer), Some(message)) =
+                    (primer, transcript.take().and_then(Transcript::message))
+                {
+                    primer.prime(message);
+                }
                 break (200, "completed", None);
             }
             let Ok(mut chunk) = serde_json::from_str::<Value>(&event.data) else {
@@ -768,6 +893,9 @@ fn spawn_stream(
                 }
             }
             restorer.chunk(&mut chunk);
+            if let Some(t) = &mut transcript {
+                t.chunk(&chunk);
+            }
             last = chunk.clone();
             if tx.send(chunk.to_string()).await.is_err() {
                 break (499, "client_aborted", None);
@@ -969,6 +1097,7 @@ async fn answer_locally(
     state: &Arc<AppState>,
     request: &ChatRequest,
     trail: &mut Trail,
+    primer: Option<Primer>,
 ) -> Result<Success, ApiError> {
     let engine = state.local.engine()?;
     if request.n.unwrap_or(1) != 1 {
@@ -1000,6 +1129,7 @@ async fn answer_locally(
             answer,
             handoff,
             include_usage,
+            primer,
         )));
     }
     let mut text = String::new();
@@ -1031,6 +1161,9 @@ async fn answer_locally(
             "total_tokens": usage.prompt_tokens + usage.completion_tokens,
         },
     });
+    if let Some(primer) = primer {
+        primer.prime_completion(&body);
+    }
     Ok(Success::Json {
         body,
         usage: Some((
@@ -1045,6 +1178,7 @@ async fn answer_locally(
     state: &Arc<AppState>,
     _request: &ChatRequest,
     _trail: &mut Trail,
+    _primer: Option<Primer>,
 ) -> Result<Success, ApiError> {
     Err(ApiError::LocalUnavailable(match state.local.status() {
         LocalStatus::Disabled { reason } | LocalStatus::Failed { reason } => reason,
@@ -1075,6 +1209,7 @@ fn spawn_local_stream(
     answer: LocalAnswer,
     trail: Trail,
     include_usage: bool,
+    primer: Option<Primer>,
 ) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel::<String>(32);
     tokio::spawn(async move {
@@ -1094,6 +1229,7 @@ fn spawn_local_stream(
             .await
             .is_ok();
         let aborted = (499, "client_aborted", None, None);
+        let (mut primer, mut text) = (primer, String::new());
         let (status, outcome, code, usage): (u16, &str, Option<&str>, Option<(u64, u64)>) =
             if !opened {
                 aborted
@@ -1105,6 +1241,9 @@ fn spawn_local_stream(
                     };
                     match event {
                         Some(GenEvent::Delta(d)) => {
+                            if primer.is_some() {
+                                text.push_str(&d);
+                            }
                             if tx
                                 .send(chunk(json!({"content": d}), Value::Null))
                                 .await
@@ -1126,6 +1265,12 @@ fn spawn_local_stream(
                                 let _ = tx.send(usage.to_string()).await;
                             }
                             let _ = tx.send("[DONE]".to_owned()).await;
+                            if let Some(primer) = primer.take()
+                                && !text.is_empty()
+                            {
+                                let text = std::mem::take(&mut text);
+                                primer.prime(json!({"role": "assistant", "content": text}));
+                            }
                             let tokens =
                                 (u64::from(u.prompt_tokens), u64::from(u.completion_tokens));
                             break (200, "completed", None, Some(tokens));

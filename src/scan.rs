@@ -88,50 +88,75 @@ impl Detectors {
         })
     }
 
-    /// Like [`Self::detect`] for a request's joined document: the classifier reads each range
-    /// of `prose` (byte ranges of `text`: every message's prose with the segment cache, all the
-    /// prose at once without it) as a text of its own, taking the findings of a text it has
-    /// read before for `tenant` from the cache. The pattern tier reads the whole document every
-    /// time (values split across segments are its business, and it is cheap).
-    pub fn detect_segments(
+    /// Like [`Self::detect`] for a request's joined document: the classifier reads each of
+    /// `readings` as a text of its own, taking the findings of a reading it has done before for
+    /// `tenant` from the cache. The pattern tier reads the whole document every time (values
+    /// split across segments are its business, and it is cheap).
+    pub fn detect_readings(
         &self,
         text: &str,
-        prose: &[Range<usize>],
+        readings: &[Reading],
         tenant: &str,
     ) -> Result<Vec<Finding>, ClassifierError> {
         let mut findings = self.patterns.detect(text);
-        if let ClassifierState::Loaded(c) = &self.classifier {
-            for range in prose {
-                let Some(segment) = text.get(range.clone()) else {
-                    continue;
-                };
-                let found = match &self.cache {
-                    Some(cache) => {
-                        let digest = cache.digest(segment);
-                        match cache.get(tenant, &digest) {
-                            Some(found) => found,
-                            None => {
-                                let found = Arc::new(self.classified(c, segment, |c, t| {
-                                    c.detect(t, &self.thresholds)
-                                })?);
-                                cache.put(tenant, digest, found.clone());
-                                found
-                            }
-                        }
-                    }
-                    None => {
-                        Arc::new(self.classified(c, segment, |c, t| c.detect(t, &self.thresholds))?)
-                    }
-                };
-                findings.extend(found.iter().map(|f| Finding {
-                    start: f.start + range.start,
-                    end: f.end + range.start,
-                    ..f.clone()
-                }));
-            }
+        if self.classifier_loaded() {
+            findings.extend(self.classify_readings(text, readings, tenant)?.0);
             findings.sort_by(|a, b| a.start.cmp(&b.start).then(b.end.cmp(&a.end)));
         }
         Ok(findings)
+    }
+
+    /// The classifier's findings in `readings` of `text` (offsets in `text`), from the cache
+    /// where it has them, and how many readings ran the model; nothing when the classifier is
+    /// not loaded.
+    fn classify_readings(
+        &self,
+        text: &str,
+        readings: &[Reading],
+        tenant: &str,
+    ) -> Result<(Vec<Finding>, usize), ClassifierError> {
+        let ClassifierState::Loaded(c) = &self.classifier else {
+            return Ok((Vec::new(), 0));
+        };
+        let mut findings = Vec::new();
+        let mut ran = 0;
+        for reading in readings {
+            let Some(read) = text.get(reading.from..reading.to) else {
+                continue;
+            };
+            let context = reading.own.saturating_sub(reading.from);
+            let mut fresh = || -> Result<Arc<Vec<Finding>>, ClassifierError> {
+                ran += 1;
+                let mut found = self.classified(c, read, |c, t| c.detect(t, &self.thresholds))?;
+                // Context is read for the model's sake; what lies wholly in it is the message
+                // before's to report.
+                found.retain(|f| f.end > context);
+                for f in &mut found {
+                    f.start = f.start.max(context);
+                }
+                Ok(Arc::new(found))
+            };
+            let found = match &self.cache {
+                Some(cache) => {
+                    let digest = cache.digest(&(context as u64).to_le_bytes(), read);
+                    match cache.get(tenant, &digest) {
+                        Some(found) => found,
+                        None => {
+                            let found = fresh()?;
+                            cache.put(tenant, digest, found.clone());
+                            found
+                        }
+                    }
+                }
+                None => fresh()?,
+            };
+            findings.extend(found.iter().map(|f| Finding {
+                start: f.start + reading.from,
+                end: f.end + reading.from,
+                ..f.clone()
+            }));
+        }
+        Ok((findings, ran))
     }
 
     /// Pattern findings, then what `classify` finds in `text[..prose_end]` (when the classifier
@@ -264,18 +289,8 @@ pub fn scan(detectors: &Detectors, mut extracted: Extracted, tenant: &str) -> Sc
     let (doc, starts) = extracted.joined();
     let lens: Vec<usize> = extracted.segments.iter().map(|s| s.text.len()).collect();
     let classifier_unavailable = detectors.unavailable();
-    // With the segment cache the classifier reads each message on its own (what makes a
-    // message's findings reusable next turn); without it, all the prose at once, as one text.
-    let mut prose = messages(&extracted, &starts);
-    if detectors.cache.is_none()
-        && let (Some(first), Some(last)) = (prose.first(), prose.last())
-    {
-        prose = vec![Range {
-            start: first.start,
-            end: last.end,
-        }];
-    }
-    let findings = match detectors.detect_segments(&doc, &prose, tenant) {
+    let readings = readings(&extracted, &doc, &starts, detectors.cache.is_some());
+    let findings = match detectors.detect_readings(&doc, &readings, tenant) {
         Ok(mut findings) => {
             findings.extend(across_seams(detectors, &extracted, &starts, &findings));
             drop_model_versions(&extracted, &starts, &mut findings);
@@ -323,12 +338,63 @@ pub fn scan(detectors: &Detectors, mut extracted: Extracted, tenant: &str) -> Sc
     }
 }
 
-/// The byte ranges of the joined document the classifier reads one by one: the prose of each
-/// message (all its parts, tool-call names, arguments and keys together, as before, so a JSON
-/// key keeps its value beside it), or of each other top-level field. A message's prose segments
-/// are consecutive in the document, so each range is their span, separators included.
-fn messages(extracted: &Extracted, starts: &[usize]) -> Vec<Range<usize>> {
-    let mut out: Vec<(&[crate::extract::Step], Range<usize>)> = Vec::new();
+/// Reads the classifier would do for `extracted` and remembers for `tenant`, without deciding
+/// anything: how the server prepares the next turn of a conversation (the upstream's answer,
+/// which the client will send back as history) while the classifier is idle. Returns how
+/// many readings ran the model; nothing runs without a cache or a classifier.
+pub fn prime(
+    detectors: &Detectors,
+    extracted: &Extracted,
+    tenant: &str,
+) -> Result<usize, ClassifierError> {
+    if detectors.cache.is_none() || !detectors.classifier_loaded() {
+        return Ok(0);
+    }
+    let (doc, starts) = extracted.joined();
+    let readings = readings(extracted, &doc, &starts, true);
+    Ok(detectors.classify_readings(&doc, &readings, tenant)?.1)
+}
+
+/// One text the classifier reads on its own: `doc[from..to]`, of which `from..own` is context
+/// (the end of the message before, so a short message is not read bare) and only findings
+/// reaching past `own` count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// Where the read text starts (context first).
+    pub from: usize,
+    /// Where the text whose findings count starts.
+    pub own: usize,
+    /// Where the read text ends.
+    pub to: usize,
+}
+
+impl Reading {
+    /// A reading of `range` with no context.
+    pub fn bare(range: Range<usize>) -> Self {
+        Self {
+            from: range.start,
+            own: range.start,
+            to: range.end,
+        }
+    }
+}
+
+/// Bytes of the message before that a message is read with when messages are read one by one.
+pub const CONTEXT: usize = 128;
+
+/// The classifier's readings of a request's joined document. With the segment cache, one per
+/// message (all its parts, tool-call names, arguments and keys together, so a JSON key keeps
+/// its value beside it; each other top-level field likewise), preceded by up to [`CONTEXT`]
+/// bytes of the text before it, cut at a word: what makes a message's findings reusable next
+/// turn, when it is resent with the same text before it. Without the cache, all the prose at
+/// once, as one text. A message's prose segments are consecutive in the document.
+pub fn readings(
+    extracted: &Extracted,
+    doc: &str,
+    starts: &[usize],
+    per_message: bool,
+) -> Vec<Reading> {
+    let mut spans: Vec<(&[crate::extract::Step], Range<usize>)> = Vec::new();
     for (segment, &start) in extracted.segments.iter().zip(starts) {
         if !segment.prose {
             continue;
@@ -343,12 +409,45 @@ fn messages(extracted: &Extracted, starts: &[usize]) -> Vec<Range<usize>> {
             _ => path.get(..1).unwrap_or_default(),
         };
         let end = start + segment.text.len();
-        match out.last_mut() {
+        match spans.last_mut() {
             Some((last, range)) if *last == owner => range.end = end,
-            _ => out.push((owner, start..end)),
+            _ => spans.push((owner, start..end)),
         }
     }
-    out.into_iter().map(|(_, range)| range).collect()
+    let (Some((_, first)), Some((_, last))) = (spans.first(), spans.last()) else {
+        return Vec::new();
+    };
+    if !per_message {
+        return vec![Reading::bare(first.start..last.end)];
+    }
+    let prose_start = first.start;
+    spans
+        .iter()
+        .map(|(_, range)| {
+            let mut from = ceil_boundary(doc, range.start.saturating_sub(CONTEXT).max(prose_start));
+            // Start the context at a word, not inside one.
+            if from > prose_start && from < range.start {
+                let before = doc.get(from..range.start).unwrap_or_default();
+                from = before
+                    .char_indices()
+                    .find(|(_, c)| c.is_whitespace())
+                    .map_or(range.start, |(i, c)| from + i + c.len_utf8());
+            }
+            Reading {
+                from,
+                own: range.start,
+                to: range.end,
+            }
+        })
+        .collect()
+}
+
+/// The smallest char boundary of `text` at or above `at`.
+fn ceil_boundary(text: &str, mut at: usize) -> usize {
+    while at < text.len() && !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
 }
 
 /// Characters on each side of a boundary between two segments that are read together.
@@ -460,6 +559,54 @@ fn pieces_of(start: usize, end: usize, starts: &[usize], lens: &[usize]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_read_one_by_one_after_the_end_of_the_one_before() {
+        let long = format!("{} — ends here.", "word ".repeat(40));
+        let body = serde_json::json!({"model": "m", "messages": [
+            {"role": "system", "content": long},
+            {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+              "function": {"name": "charge", "arguments": "{\"pan\": \"x\"}"}}]},
+        ]});
+        let extracted = crate::extract::chat(&body, 64);
+        let (doc, starts) = extracted.joined();
+        let whole = readings(&extracted, &doc, &starts, false);
+        let model_at = doc.rfind(" m").unwrap_or_default();
+        assert_eq!(
+            whole,
+            vec![Reading::bare(0..model_at)],
+            "all prose at once, no model"
+        );
+        let each = readings(&extracted, &doc, &starts, true);
+        assert_eq!(each.len(), 3, "{each:?}");
+        let text = |r: &Reading| (&doc[r.from..r.own], &doc[r.own..r.to]);
+        assert_eq!(
+            text(&each[0]),
+            ("", long.as_str()),
+            "the first has no context"
+        );
+        let (context, own) = text(&each[1]);
+        assert_eq!(own, "Hi there", "a message's parts together");
+        assert!(context.ends_with("ends here. ") && context.len() <= CONTEXT);
+        assert!(
+            context.starts_with("word "),
+            "context starts at a word: {context:?}"
+        );
+        let (context, own) = text(&each[2]);
+        assert!(own.contains("charge") && own.contains("pan"));
+        assert!(context.ends_with("Hi there "), "{context:?}");
+        // Cut inside a multi-byte character: moved to the next boundary, never panics.
+        let body = serde_json::json!({"messages": [
+            {"role": "user", "content": "é".repeat(100)},
+            {"role": "user", "content": "next"},
+        ]});
+        let extracted = crate::extract::chat(&body, 64);
+        let (doc, starts) = extracted.joined();
+        let each = readings(&extracted, &doc, &starts, true);
+        assert_eq!(&doc[each[1].own..each[1].to], "next");
+        assert!(doc.is_char_boundary(each[1].from));
+    }
 
     #[test]
     fn scripts_the_classifier_cannot_read() {

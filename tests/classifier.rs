@@ -698,50 +698,58 @@ fn detectors(cache: Option<SegmentCache>) -> Detectors {
     .with_cache(cache)
 }
 
+/// The classifier's findings in a chat of user `messages`, read message by message as the
+/// server reads them with the segment cache, and the joined document they point into.
+fn read_messages(d: &Detectors, messages: &[&str], tenant: &str) -> (String, Vec<Finding>) {
+    let body = serde_json::json!({"messages": messages
+        .iter()
+        .map(|m| serde_json::json!({"role": "user", "content": m}))
+        .collect::<Vec<_>>()});
+    let extracted = veil::extract::chat(&body, 64);
+    let (doc, starts) = extracted.joined();
+    let readings = veil::scan::readings(&extracted, &doc, &starts, true);
+    let found = d.detect_readings(&doc, &readings, tenant).unwrap();
+    (doc, found)
+}
+
 #[test]
-fn segments_from_the_cache_give_exactly_what_a_fresh_scan_gives() {
-    // A conversation's joined document: three messages, read by the classifier one by one.
+fn readings_from_the_cache_give_exactly_what_a_fresh_scan_gives() {
     let messages = [
         "Please summarise the visit of Anneliese Kowalczyk at Briarwood Clinic.",
         "She was seen on the 3rd of May by Dr. Varga; her daughter Marisol came too.",
         "What follow-up does a patient from Dunmore need after a knee replacement?",
     ];
-    let doc = messages.join(" ");
-    let mut ranges = Vec::new();
-    let mut at = 0;
-    for m in messages {
-        ranges.push(at..at + m.len());
-        at += m.len() + 1;
-    }
-    let fresh = detectors(None)
-        .detect_segments(&doc, &ranges, "t1")
-        .unwrap();
+    let (doc, fresh) = read_messages(&detectors(None), &messages, "t1");
     assert!(
         fresh.iter().any(|f| &doc[f.start..f.end] == "Marisol"),
         "offsets are in the joined document: {fresh:?}"
     );
     let cached = detectors(SegmentCache::new(16, std::time::Duration::from_secs(600)));
-    let first = cached.detect_segments(&doc, &ranges, "t1").unwrap();
+    let (_, first) = read_messages(&cached, &messages, "t1");
     let cache = cached.cache.as_ref().unwrap();
-    assert_eq!(cache.len("t1"), 3, "one entry per segment");
-    let second = cached.detect_segments(&doc, &ranges, "t1").unwrap();
+    assert_eq!(cache.len("t1"), 3, "one entry per message");
+    let (_, second) = read_messages(&cached, &messages, "t1");
     assert_eq!(first, fresh);
     assert_eq!(second, fresh, "from the cache, identical to a fresh scan");
     // The next turn resends the history and adds one message: only that one is new.
-    let longer = format!("{doc} Is physiotherapy in Dunmore covered?");
-    let mut more = ranges.clone();
-    more.push(doc.len() + 1..longer.len());
-    let next = cached.detect_segments(&longer, &more, "t1").unwrap();
+    let longer = [
+        messages[0],
+        messages[1],
+        messages[2],
+        "Is physiotherapy in Dunmore covered?",
+    ];
+    let (_, next) = read_messages(&cached, &longer, "t1");
     assert_eq!(cache.len("t1"), 4);
-    assert_eq!(
-        next,
-        detectors(None)
-            .detect_segments(&longer, &more, "t1")
-            .unwrap()
-    );
+    assert_eq!(next, read_messages(&detectors(None), &longer, "t1").1);
+    // Messages resent after other text are read with other context: new entries, not hits
+    // (the first has none now; the second's reached back into the message now gone).
+    let moved = [messages[1], messages[2]];
+    let (_, found) = read_messages(&cached, &moved, "t1");
+    assert_eq!(cache.len("t1"), 6);
+    assert_eq!(found, read_messages(&detectors(None), &moved, "t1").1);
     // Another tenant's map is its own.
     assert!(cache.is_empty("t2"));
-    assert_eq!(cached.detect_segments(&doc, &ranges, "t2").unwrap(), fresh);
+    assert_eq!(read_messages(&cached, &messages, "t2").1, fresh);
     assert_eq!(cache.len("t2"), 3);
 }
 
@@ -769,11 +777,8 @@ fn a_reloaded_snapshot_starts_with_an_empty_cache() {
     let text = "Please summarise the visit of Anneliese Kowalczyk.";
     let old = build();
     let set = old.policies.get("default").unwrap();
-    let whole = vec![std::ops::Range {
-        start: 0,
-        end: text.len(),
-    }];
-    set.detectors.detect_segments(text, &whole, "t1").unwrap();
+    let whole = vec![veil::scan::Reading::bare(0..text.len())];
+    set.detectors.detect_readings(text, &whole, "t1").unwrap();
     assert_eq!(set.detectors.cache.as_ref().unwrap().len("t1"), 1);
     let new = build();
     let set = new.policies.get("default").unwrap();

@@ -215,3 +215,55 @@ async fn text_in_a_script_the_classifier_cannot_read_stays_local() {
     let rows = veil.wait_rows(2).await;
     assert!(rows[0].body.contains("unsupported_script"));
 }
+
+#[tokio::test]
+async fn answers_are_read_while_idle_so_the_next_turn_reads_only_its_new_question() {
+    let veil = Veil::start_with(|c| {
+        with_classifier(c);
+        c.detect.cache_entries = 64;
+    })
+    .await;
+    let state = veil.running.as_ref().unwrap().state.clone();
+    let entries = || {
+        let snap = state.snapshot.load();
+        let set = snap.policies.get("default").unwrap();
+        set.detectors.cache.as_ref().unwrap().len("test")
+    };
+    // Invented names; the mock echoes the last question, which veil restores in the answer.
+    let questions = [
+        "Please summarise the visit of Anneliese Kowalczyk at Briarwood Clinic.",
+        "Which follow-up does a knee replacement need in the first month?",
+        "Is physiotherapy covered for a patient living in Dunmore?",
+    ];
+    let mut messages: Vec<Value> = Vec::new();
+    for (turn, question) in questions.iter().enumerate() {
+        messages.push(json!({"role": "user", "content": question}));
+        let stream = turn == 1;
+        let resp = veil
+            .chat(
+                KEY_DEFAULT,
+                json!({"model": "gpt-4o-mini", "messages": messages, "stream": stream}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "turn {turn}");
+        let answer = if stream {
+            json!({"role": "assistant", "content": streamed_text(&sse_data(resp).await)})
+        } else {
+            let body: Value = resp.json().await.unwrap();
+            body["choices"][0]["message"].clone()
+        };
+        assert!(answer["content"].as_str().unwrap().contains(question));
+        // One entry per message read, and one for the answer, read once the classifier is
+        // idle: had the answer not been read as the next turn reads it, that turn would add two.
+        let want = messages.len() + 1;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while entries() < want && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(entries(), want, "turn {turn}");
+        messages.push(answer);
+    }
+    for sent in veil.mock.bodies() {
+        assert!(!sent.contains("Kowalczyk"), "{sent}");
+    }
+}

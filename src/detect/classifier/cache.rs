@@ -66,9 +66,12 @@ impl SegmentCache {
         })
     }
 
-    /// The digest of `text` (exactly as the classifier reads it).
-    pub fn digest(&self, text: &str) -> Digest {
+    /// The digest of `text` (exactly as the classifier reads it) read the way `how` says (how
+    /// much of it is context, say): the same text read another way is another entry.
+    pub fn digest(&self, how: &[u8], text: &str) -> Digest {
         let mut mac = self.keyed.clone();
+        mac.update(&(how.len() as u64).to_le_bytes());
+        mac.update(how);
         mac.update(text.as_bytes());
         Digest(mac.finalize().into_bytes().into())
     }
@@ -147,11 +150,15 @@ mod tests {
     fn tenants_are_apart_bounded_and_entries_expire() {
         let cache = SegmentCache::new(2, Duration::from_millis(200)).unwrap();
         let (a, b, c) = (
-            cache.digest("one"),
-            cache.digest("two"),
-            cache.digest("three"),
+            cache.digest(b"", "one"),
+            cache.digest(b"", "two"),
+            cache.digest(b"", "three"),
         );
-        assert!(cache.digest("one") == a, "same text, same digest");
+        assert!(cache.digest(b"", "one") == a, "same text, same digest");
+        assert!(
+            cache.digest(b"\x01", "one") != a,
+            "the same text read another way"
+        );
         cache.put("t1", a.clone(), finding(1));
         assert_eq!(cache.get("t1", &a).unwrap()[0].start, 1);
         assert!(cache.get("t2", &a).is_none(), "another tenant sees nothing");
@@ -178,6 +185,6 @@ mod tests {
             SegmentCache::new(1, Duration::from_secs(1)).unwrap(),
             SegmentCache::new(1, Duration::from_secs(1)).unwrap(),
         );
-        assert!(x.digest("same text") != y.digest("same text"));
+        assert!(x.digest(b"", "same text") != y.digest(b"", "same text"));
     }
 }

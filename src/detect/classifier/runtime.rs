@@ -119,6 +119,14 @@ impl Classifier {
         Ok(data.to_vec())
     }
 
+    /// Whether no session is running at this moment (for work that must not compete with
+    /// requests).
+    pub fn idle(&self) -> bool {
+        self.sessions
+            .iter()
+            .all(|s| !matches!(s.try_lock(), Err(TryLockError::WouldBlock)))
+    }
+
     /// A free session, or (all busy) the one whose turn it is, waited for. A panic while
     /// holding a lock leaves the session itself usable (runs are stateless).
     fn session(&self) -> Result<MutexGuard<'_, Session>, ClassifierError> {
