@@ -79,7 +79,10 @@ impl SegmentCache {
     /// The findings remembered for `digest` in `tenant`'s map, if fresh.
     pub fn get(&self, tenant: &str, digest: &Digest) -> Option<Arc<Vec<Finding>>> {
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        let map = tenants.get_mut(tenant)?;
+        let Some(map) = tenants.get_mut(tenant) else {
+            metrics::counter!("veil_detect_cache_misses_total").increment(1);
+            return None;
+        };
         let fresh = map.get(digest).map(|e| e.at.elapsed() <= self.ttl);
         match fresh {
             Some(true) => {
