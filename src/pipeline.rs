@@ -521,8 +521,16 @@ struct Primer {
     snap: Arc<Snapshot>,
 }
 
+/// Largest answer read ahead (its JSON): a longer one would hold a classifier session for long
+/// enough to delay requests; it is read next turn, as without read-ahead.
+const PRIME_MAX_BYTES: usize = 8 * 1024;
+
 impl Primer {
     fn prime(self, answer: Value) {
+        if answer.to_string().len() > PRIME_MAX_BYTES {
+            metrics::counter!("veil_detect_cache_prime_skipped_total").increment(1);
+            return;
+        }
         let Ok(permit) = self.gate.clone().try_acquire_owned() else {
             metrics::counter!("veil_detect_cache_prime_skipped_total").increment(1);
             return;

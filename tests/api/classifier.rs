@@ -267,3 +267,42 @@ async fn answers_are_read_while_idle_so_the_next_turn_reads_only_its_new_questio
         assert!(!sent.contains("Kowalczyk"), "{sent}");
     }
 }
+
+#[tokio::test]
+async fn an_answer_over_8_kb_is_left_for_the_next_turn() {
+    let veil = Veil::start_with(|c| {
+        with_classifier(c);
+        c.detect.cache_entries = 64;
+    })
+    .await;
+    let state = veil.running.as_ref().unwrap().state.clone();
+    // The mock echoes the question, so the answer is as long: over 8 KB, it would hold a
+    // classifier session long enough to delay requests.
+    let question = "Summarise the guideline on fluid balance after surgery. ".repeat(160);
+    let resp = veil
+        .chat(
+            KEY_DEFAULT,
+            json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 8 * 1024
+    );
+    // Reading it would take well under a second; wait five.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let snap = state.snapshot.load();
+    let cache = snap
+        .policies
+        .get("default")
+        .unwrap()
+        .detectors
+        .cache
+        .as_ref();
+    assert_eq!(cache.unwrap().len("test"), 1, "only the question was read");
+}
