@@ -8,7 +8,7 @@
 //! which is sealed only once the decision is durable. A [`Trail`] follows every request and writes exactly one audit record for it,
 //! whatever happens — including a client that goes away (its drop records `client_aborted`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -556,12 +556,22 @@ impl Primer {
     }
 }
 
-/// A streamed answer's first choice, put together as the client will send it back.
+/// A streamed answer's first choice, put together as the client will send it back: its text
+/// and its tool calls, in the order and shape of a non-streamed answer.
 #[derive(Default)]
 struct Transcript {
     content: String,
-    /// Tool calls or a refusal streamed: the message is not rebuilt (no priming).
+    calls: BTreeMap<u64, StreamedCall>,
+    /// A refusal or a legacy function call streamed: the message is not rebuilt (no priming).
     other: bool,
+}
+
+#[derive(Default)]
+struct StreamedCall {
+    id: String,
+    kind: String,
+    name: String,
+    arguments: String,
 }
 
 impl Transcript {
@@ -581,7 +591,28 @@ impl Transcript {
             if let Some(Value::String(c)) = delta.get("content") {
                 self.content.push_str(c);
             }
-            if ["tool_calls", "refusal", "function_call"]
+            for call in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let entry = self.calls.entry(index).or_default();
+                fn text(v: Option<&Value>) -> &str {
+                    v.and_then(Value::as_str).unwrap_or_default()
+                }
+                entry.id.push_str(text(call.get("id")));
+                entry.kind.push_str(text(call.get("type")));
+                let function = call.get("function");
+                entry
+                    .name
+                    .push_str(text(function.and_then(|f| f.get("name"))));
+                entry
+                    .arguments
+                    .push_str(text(function.and_then(|f| f.get("arguments"))));
+            }
+            if ["refusal", "function_call"]
                 .iter()
                 .any(|k| delta.get(*k).is_some_and(|v| !v.is_null()))
             {
@@ -591,8 +622,27 @@ impl Transcript {
     }
 
     fn message(self) -> Option<Value> {
-        (!self.other && !self.content.is_empty())
-            .then(|| json!({"role": "assistant", "content": self.content}))
+        if self.other || (self.content.is_empty() && self.calls.is_empty()) {
+            return None;
+        }
+        let mut message = json!({
+            "role": "assistant",
+            "content": if self.content.is_empty() { Value::Null } else { Value::String(self.content) },
+        });
+        if !self.calls.is_empty() {
+            let calls: Vec<Value> = self
+                .calls
+                .into_values()
+                .map(|c| {
+                    json!({"id": c.id, "type": c.kind,
+                           "function": {"name": c.name, "arguments": c.arguments}})
+                })
+                .collect();
+            if let Some(m) = message.as_object_mut() {
+                m.insert("tool_calls".to_owned(), Value::Array(calls));
+            }
+        }
+        Some(message)
     }
 }
 

@@ -420,13 +420,24 @@ pub fn readings(
     if !per_message {
         return vec![Reading::bare(first.start..last.end)];
     }
-    let prose_start = first.start;
+    let is_message = |owner: &[crate::extract::Step]| matches!(owner.first(), Some(crate::extract::Step::Key(k)) if k == "messages");
+    let mut context_from = None;
     spans
         .iter()
-        .map(|(_, range)| {
-            let mut from = ceil_boundary(doc, range.start.saturating_sub(CONTEXT).max(prose_start));
+        .map(|(owner, range)| {
+            // Only a message is read after the one before; other fields (tool definitions,
+            // metadata) are read alone, so their reading does not change with every new turn.
+            let floor = match (is_message(owner), context_from) {
+                (false, _) => return Reading::bare(range.clone()),
+                (true, None) => {
+                    context_from = Some(range.start);
+                    return Reading::bare(range.clone());
+                }
+                (true, Some(floor)) => floor,
+            };
+            let mut from = ceil_boundary(doc, range.start.saturating_sub(CONTEXT).max(floor));
             // Start the context at a word, not inside one.
-            if from > prose_start && from < range.start {
+            if from > floor && from < range.start {
                 let before = doc.get(from..range.start).unwrap_or_default();
                 from = before
                     .char_indices()
@@ -563,7 +574,8 @@ mod tests {
     #[test]
     fn messages_are_read_one_by_one_after_the_end_of_the_one_before() {
         let long = format!("{} — ends here.", "word ".repeat(40));
-        let body = serde_json::json!({"model": "m", "messages": [
+        let body = serde_json::json!({"model": "m", "tools": [{"type": "function",
+            "function": {"name": "lookup", "description": "Finds a chart."}}], "messages": [
             {"role": "system", "content": long},
             {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]},
             {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
@@ -579,12 +591,18 @@ mod tests {
             "all prose at once, no model"
         );
         let each = readings(&extracted, &doc, &starts, true);
-        assert_eq!(each.len(), 3, "{each:?}");
+        assert_eq!(each.len(), 4, "{each:?}");
         let text = |r: &Reading| (&doc[r.from..r.own], &doc[r.own..r.to]);
         assert_eq!(
             text(&each[0]),
+            ("", "lookup Finds a chart."),
+            "a field other than a message is read alone"
+        );
+        let each = &each[1..];
+        assert_eq!(
+            text(&each[0]),
             ("", long.as_str()),
-            "the first has no context"
+            "the first message has no context"
         );
         let (context, own) = text(&each[1]);
         assert_eq!(own, "Hi there", "a message's parts together");

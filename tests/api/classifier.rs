@@ -229,39 +229,83 @@ async fn answers_are_read_while_idle_so_the_next_turn_reads_only_its_new_questio
         let set = snap.policies.get("default").unwrap();
         set.detectors.cache.as_ref().unwrap().len("test")
     };
-    // Invented names; the mock echoes the last question, which veil restores in the answer.
-    let questions = [
-        "Please summarise the visit of Anneliese Kowalczyk at Briarwood Clinic.",
-        "Which follow-up does a knee replacement need in the first month?",
-        "Is physiotherapy covered for a patient living in Dunmore?",
+    // Invented names; the mock echoes the last question (as text, or as a tool call's
+    // arguments when the request has tools), which veil restores in the answer. Turns: plain,
+    // streamed, plain, then a streamed tool call and a plain one after the tool's result.
+    let turns = [
+        (
+            "Please summarise the visit of Anneliese Kowalczyk at Briarwood Clinic.",
+            false,
+            false,
+        ),
+        (
+            "Which follow-up does a knee replacement need in the first month?",
+            true,
+            false,
+        ),
+        (
+            "Is physiotherapy covered for a patient living in Dunmore?",
+            false,
+            false,
+        ),
+        ("Look up the chart of Anneliese Kowalczyk.", true, true),
+        ("And her last blood pressure reading?", false, true),
     ];
+    let tools = json!([{"type": "function", "function": {"name": "echo",
+        "description": "Echoes its input.", "parameters": {"type": "object"}}}]);
     let mut messages: Vec<Value> = Vec::new();
-    for (turn, question) in questions.iter().enumerate() {
+    for (turn, &(question, stream, with_tools)) in turns.iter().enumerate() {
         messages.push(json!({"role": "user", "content": question}));
-        let stream = turn == 1;
-        let resp = veil
-            .chat(
-                KEY_DEFAULT,
-                json!({"model": "gpt-4o-mini", "messages": messages, "stream": stream}),
-            )
-            .await;
+        let mut body = json!({"model": "gpt-4o-mini", "messages": messages, "stream": stream});
+        if with_tools {
+            body["tools"] = tools.clone();
+        }
+        let resp = veil.chat(KEY_DEFAULT, body).await;
         assert_eq!(resp.status(), 200, "turn {turn}");
-        let answer = if stream {
-            json!({"role": "assistant", "content": streamed_text(&sse_data(resp).await)})
-        } else {
-            let body: Value = resp.json().await.unwrap();
-            body["choices"][0]["message"].clone()
+        let answer = match (stream, with_tools) {
+            (false, _) => {
+                let body: Value = resp.json().await.unwrap();
+                body["choices"][0]["message"].clone()
+            }
+            (true, false) => {
+                json!({"role": "assistant", "content": streamed_text(&sse_data(resp).await)})
+            }
+            (true, true) => {
+                // Put together from the deltas, as a client does.
+                let (mut id, mut name, mut args) = (String::new(), String::new(), String::new());
+                for e in sse_data(resp).await {
+                    let Ok(v) = serde_json::from_str::<Value>(&e) else {
+                        continue;
+                    };
+                    for c in v["choices"][0]["delta"]["tool_calls"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        id.push_str(c["id"].as_str().unwrap_or_default());
+                        name.push_str(c["function"]["name"].as_str().unwrap_or_default());
+                        args.push_str(c["function"]["arguments"].as_str().unwrap_or_default());
+                    }
+                }
+                json!({"role": "assistant", "content": null, "tool_calls": [{"id": id,
+                    "type": "function", "function": {"name": name, "arguments": args}}]})
+            }
         };
-        assert!(answer["content"].as_str().unwrap().contains(question));
-        // One entry per message read, and one for the answer, read once the classifier is
-        // idle: had the answer not been read as the next turn reads it, that turn would add two.
-        let want = messages.len() + 1;
+        assert!(answer.to_string().contains(question), "{answer}");
+        // One entry per message read, one for the tool definitions once sent, and one for the
+        // answer, read once the classifier is idle: had the answer not been read as the next
+        // turn reads it, that turn would add two.
+        let want = messages.len() + 1 + usize::from(turns[..=turn].iter().any(|t| t.2));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while entries() < want && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert_eq!(entries(), want, "turn {turn}");
+        let call_id = answer["tool_calls"][0]["id"].as_str().map(str::to_owned);
         messages.push(answer);
+        if let Some(id) = call_id {
+            messages.push(json!({"role": "tool", "tool_call_id": id, "content": "chart found"}));
+        }
     }
     for sent in veil.mock.bodies() {
         assert!(!sent.contains("Kowalczyk"), "{sent}");
