@@ -562,7 +562,8 @@ impl Primer {
 struct Transcript {
     content: String,
     calls: BTreeMap<u64, StreamedCall>,
-    /// A refusal or a legacy function call streamed: the message is not rebuilt (no priming).
+    /// A refusal or a legacy function call streamed, or more than [`PRIME_MAX_BYTES`]: the
+    /// message is not rebuilt (no priming) and nothing more is kept.
     other: bool,
 }
 
@@ -576,6 +577,9 @@ struct StreamedCall {
 
 impl Transcript {
     fn chunk(&mut self, chunk: &Value) {
+        if self.other {
+            return;
+        }
         for choice in chunk
             .get("choices")
             .and_then(Value::as_array)
@@ -618,6 +622,18 @@ impl Transcript {
             {
                 self.other = true;
             }
+        }
+        let kept = self.content.len()
+            + self
+                .calls
+                .values()
+                .map(|c| c.id.len() + c.kind.len() + c.name.len() + c.arguments.len())
+                .sum::<usize>();
+        if self.other || kept > PRIME_MAX_BYTES {
+            *self = Self {
+                other: true,
+                ..Self::default()
+            };
         }
     }
 
@@ -1299,7 +1315,8 @@ fn spawn_local_stream(
                     };
                     match event {
                         Some(GenEvent::Delta(d)) => {
-                            if primer.is_some() {
+                            // Past the read-ahead bound, nothing more is kept.
+                            if primer.is_some() && text.len() <= PRIME_MAX_BYTES {
                                 text.push_str(&d);
                             }
                             if tx
@@ -1349,4 +1366,54 @@ fn spawn_local_stream(
         trail.finish(status, outcome, code, usage).await;
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(delta: Value) -> Value {
+        json!({"choices": [{"index": 0, "delta": delta, "finish_reason": null}]})
+    }
+
+    #[test]
+    fn a_streamed_answer_is_put_together_as_a_non_streamed_one() {
+        let mut t = Transcript::default();
+        for d in [
+            json!({"role": "assistant", "content": ""}),
+            json!({"content": "Checking "}),
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                "function": {"name": "lookup", "arguments": ""}}]}),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\": "}}]}),
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"x\"}"}}]}),
+            json!({"content": "now."}),
+        ] {
+            t.chunk(&delta(d));
+        }
+        // Another choice is not this answer.
+        t.chunk(&json!({"choices": [{"index": 1, "delta": {"content": "other"}}]}));
+        assert_eq!(
+            t.message().map(|m| m.to_string()),
+            Some(
+                json!({"role": "assistant", "content": "Checking now.", "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "lookup", "arguments": "{\"q\": \"x\"}"}}]})
+                .to_string()
+            )
+        );
+        let mut refused = Transcript::default();
+        refused.chunk(&delta(json!({"refusal": "I cannot help with that."})));
+        assert_eq!(refused.message(), None);
+        let mut long = Transcript::default();
+        for _ in 0..=PRIME_MAX_BYTES / 100 {
+            long.chunk(&delta(json!({"content": "x".repeat(100)})));
+        }
+        assert!(
+            long.other && long.content.is_empty(),
+            "nothing more is kept"
+        );
+        long.chunk(&delta(json!({"content": "more"})));
+        assert_eq!(long.message(), None);
+        assert_eq!(Transcript::default().message(), None);
+    }
 }
