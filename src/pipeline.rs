@@ -527,18 +527,16 @@ const PRIME_MAX_BYTES: usize = 8 * 1024;
 
 impl Primer {
     fn prime(self, answer: Value) {
-        if answer.to_string().len() > PRIME_MAX_BYTES {
-            metrics::counter!("veil_detect_cache_prime_skipped_total").increment(1);
-            return;
-        }
-        let Ok(permit) = self.gate.clone().try_acquire_owned() else {
-            metrics::counter!("veil_detect_cache_prime_skipped_total").increment(1);
-            return;
+        // The cheap checks first: the answer is measured only when it would be read.
+        let permit = match self.gate.clone().try_acquire_owned() {
+            Ok(permit) if self.classifier.idle() && answer.to_string().len() <= PRIME_MAX_BYTES => {
+                permit
+            }
+            _ => {
+                metrics::counter!("veil_detect_cache_prime_skipped_total").increment(1);
+                return;
+            }
         };
-        if !self.classifier.idle() {
-            metrics::counter!("veil_detect_cache_prime_skipped_total").increment(1);
-            return;
-        }
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             match decide::prime(&self.request, answer, &self.principal, &self.snap) {

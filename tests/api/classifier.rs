@@ -216,6 +216,13 @@ async fn text_in_a_script_the_classifier_cannot_read_stays_local() {
     assert!(rows[0].body.contains("unsupported_script"));
 }
 
+/// Entries in the default policy's segment cache for the harness's tenant.
+fn cache_entries(veil: &Veil) -> usize {
+    let snap = veil.running.as_ref().unwrap().state.snapshot.load();
+    let set = snap.policies.get("default").unwrap();
+    set.detectors.cache.as_ref().unwrap().len("test")
+}
+
 #[tokio::test]
 async fn answers_are_read_while_idle_so_the_next_turn_reads_only_its_new_question() {
     let veil = Veil::start_with(|c| {
@@ -223,12 +230,7 @@ async fn answers_are_read_while_idle_so_the_next_turn_reads_only_its_new_questio
         c.detect.cache_entries = 64;
     })
     .await;
-    let state = veil.running.as_ref().unwrap().state.clone();
-    let entries = || {
-        let snap = state.snapshot.load();
-        let set = snap.policies.get("default").unwrap();
-        set.detectors.cache.as_ref().unwrap().len("test")
-    };
+    let entries = || cache_entries(&veil);
     // Invented names; the mock echoes the last question (as text, or as a tool call's
     // arguments when the request has tools), which veil restores in the answer. Turns: plain,
     // streamed, plain, then a streamed tool call and a plain one after the tool's result.
@@ -319,7 +321,6 @@ async fn an_answer_over_8_kb_is_left_for_the_next_turn() {
         c.detect.cache_entries = 64;
     })
     .await;
-    let state = veil.running.as_ref().unwrap().state.clone();
     // The mock echoes the question, so the answer is as long: over 8 KB, it would hold a
     // classifier session long enough to delay requests.
     let question = "Summarise the guideline on fluid balance after surgery. ".repeat(160);
@@ -340,13 +341,5 @@ async fn an_answer_over_8_kb_is_left_for_the_next_turn() {
     );
     // Reading it would take well under a second; wait five.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    let snap = state.snapshot.load();
-    let cache = snap
-        .policies
-        .get("default")
-        .unwrap()
-        .detectors
-        .cache
-        .as_ref();
-    assert_eq!(cache.unwrap().len("test"), 1, "only the question was read");
+    assert_eq!(cache_entries(&veil), 1, "only the question was read");
 }
