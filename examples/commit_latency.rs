@@ -1,5 +1,7 @@
 //! What one durable audit commit costs, one request at a time, on the disk of `DIR`:
 //!
+//! 0. the floor of any durable write there: 1 KB written over a block of a file already
+//!    allocated and flushed (`pwrite` + `fdatasync`, no metadata to journal), on this thread;
 //! 1. the bare SQLite transaction the SQLite store runs (`BEGIN IMMEDIATE`, read the tail,
 //!    insert, `COMMIT`, WAL, `synchronous = FULL`) on a thread of its own, asked and answered
 //!    from a tokio task, as veil's writer is;
@@ -42,6 +44,23 @@ async fn main() {
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3_000);
     let dir = tempfile::tempdir_in(base).unwrap();
     let (hash, body) = ("h".repeat(64), "x".repeat(600));
+
+    let flushed = {
+        use std::os::unix::fs::FileExt as _;
+        let f = std::fs::File::create(dir.path().join("flush.bin")).unwrap();
+        f.write_all_at(&vec![0u8; 1 << 20], 0).unwrap();
+        f.sync_all().unwrap();
+        let block = [b'x'; 1024];
+        (0..n)
+            .map(|i| {
+                let started = Instant::now();
+                f.write_all_at(&block, (i as u64 % 1024) * 1024).unwrap();
+                f.sync_data().unwrap();
+                started.elapsed().as_secs_f64()
+            })
+            .collect::<Vec<_>>()
+    };
+    println!("pwrite + fdatasync (floor)     {}", percentiles(flushed));
 
     let path = dir.path().join("thread.db");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>(64);

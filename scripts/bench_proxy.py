@@ -14,8 +14,10 @@ alternate: direct to the mock, then through veil, at the same rate, so that a VM
 both alike. Overhead = veil's latency minus the mock's at the same percentile (the median over
 rounds). Setups: `patterns` (classifier.dir empty: the pattern tier only) and `default`
 (patterns + the token classifier), both with the classifier's segment cache off (oha sends one
-body over and over; examples/conversation_bench.rs measures the cache). `oha` is installed
-with `cargo install oha` when missing.
+body over and over; examples/conversation_bench.rs measures the cache), and `bare`
+(examples/bare_proxy.rs in veil's place: a forwarding proxy on the same stack doing nothing
+else, the floor of any proxy hop on the machine; not in the default setups). `oha` is
+installed with `cargo install oha` when missing.
 --compare runs a second veil binary (an older build, say) beside this one with the same setup:
 each round then measures direct, the other binary and this one, so both are compared in one
 period of the VM.
@@ -62,6 +64,17 @@ def wait_http(url, secs=120):
         except Exception:
             time.sleep(0.2)
     sys.exit(f"{url} did not answer within {secs} s")
+
+
+def wait_port(port, secs=30):
+    end = time.time() + secs
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"port {port} did not open within {secs} s")
 
 
 def ensure_oha():
@@ -181,8 +194,8 @@ def main():
     ap.add_argument("--stages", type=int, default=0, help="print veil's stage latencies at this rate")
     a = ap.parse_args()
     binary = ensure_oha()
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "veil", "--example", "mock_upstream"],
-                   check=True, cwd=REPO)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "veil", "--example", "mock_upstream",
+                    "--example", "bare_proxy"], check=True, cwd=REPO)
     work = tempfile.mkdtemp(prefix="veil-bench-")
     body = os.path.join(work, "body.json")
     with open(body, "w") as f:
@@ -200,6 +213,16 @@ def main():
             env = {**os.environ, "VEIL_HMAC_KEY": "bench-value-key", "BENCH_UPSTREAM_KEY": "sk-bench",
                    "RUST_LOG": "warn"}
             served = []  # (label, url, process)
+            if setup == "bare":
+                port = free_port()
+                bare = subprocess.Popen([os.path.join(REPO, "target/release/examples/bare_proxy"),
+                                         f"127.0.0.1:{port}", direct])
+                procs.append(bare)
+                through = f"http://127.0.0.1:{port}/v1/chat/completions"
+                wait_port(port)
+                oha(binary, through, 20, 2, body, False)  # warm-up (and a check that it answers)
+                served.append(("bare", through, bare))
+                binaries = []
             for label, path in binaries:
                 port = free_port()
                 d = os.path.join(work, f"{setup}-{label}")
@@ -214,13 +237,15 @@ def main():
                 served.append((label, through, veil))
             if a.stages:
                 for label, through, veil in served:
+                    if label == "bare":
+                        continue  # no /metrics
                     stages(binary, through, a.stages, a.secs, body, setup, label)
             elif a.soak:
-                rate = a.soak_rate if setup == "patterns" else a.soak_classifier_rate
+                rate = a.soak_classifier_rate if setup == "default" else a.soak_rate
                 for label, through, veil in served:
                     results.append(soak(binary, through, rate, a.soak, body, veil.pid, setup))
             else:
-                rates = a.rates if setup == "patterns" else a.classifier_rates
+                rates = a.classifier_rates if setup == "default" else a.rates
                 for rate in map(int, rates.split(",")):
                     rounds = []
                     for _ in range(a.rounds):
