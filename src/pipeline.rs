@@ -1180,9 +1180,7 @@ async fn answer_locally(
             },
         ));
     }
-    let sealed = trail
-        .seal(crate::route::local::generate_request(request))
-        .await?;
+    let sealed = trail.seal(request.local_request()).await?;
     let mut generation = engine.generate(sealed.into_inner()).await?;
     let answer = LocalAnswer {
         id: format!("chatcmpl-{}", trail.decision.request_id),

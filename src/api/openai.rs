@@ -491,6 +491,39 @@ impl ChatRequest {
     pub fn max_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
     }
+
+    /// The conversation and sampling parameters, for the local model.
+    ///
+    /// Roles map onto what chat templates know: `developer` is a system turn, tool and function
+    /// results are user turns marked as such. Media parts never reach here: they are
+    /// unscannable, and the text of their message is kept.
+    #[cfg(feature = "local-model")]
+    pub fn local_request(&self) -> crate::route::local::GenerateRequest {
+        let messages = self
+            .messages
+            .iter()
+            .map(|m| {
+                let (role, prefix) = match m {
+                    Message::System { .. } | Message::Developer { .. } => ("system", ""),
+                    Message::User { .. } => ("user", ""),
+                    Message::Assistant { .. } => ("assistant", ""),
+                    Message::Tool { .. } | Message::Function { .. } => ("user", "Tool result: "),
+                };
+                crate::route::local::engine::ChatTurn {
+                    role: role.to_owned(),
+                    content: format!("{prefix}{}", m.text()),
+                }
+            })
+            .collect();
+        crate::route::local::GenerateRequest {
+            messages,
+            max_tokens: self.max_tokens(),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed.map(i64::unsigned_abs),
+            stop: self.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+        }
+    }
 }
 
 fn is_identifier(s: &str) -> bool {

@@ -494,7 +494,7 @@ impl Veil {
         let state = &self.running.as_ref().expect("running").state;
         let engine = state.local.engine().expect("engine");
         engine
-            .prompt_tokens(&veil::route::local::generate_request(req))
+            .prompt_tokens(&req.local_request())
             .expect("prompt tokens")
     }
 

@@ -3,16 +3,16 @@
 //!
 //! [`engine`] wraps llama.cpp (through `llama-cpp-2`): one model loaded once, generation on a
 //! dedicated worker thread with continuous batching, a bounded admission queue. This module
-//! adapts it to veil: configuration, status for `/readyz`, and the mapping from an OpenAI
-//! request to a generation. When the model is missing, loading, busy or broken, callers get an
-//! error to answer with 503 — never a cloud fallback, never a fake answer.
+//! adapts it to veil: configuration and status for `/readyz` (the edge maps an OpenAI request to
+//! a generation: `ChatRequest::local_request`). When the model is missing, loading, busy or
+//! broken, callers get an error to answer with 503 — never a cloud fallback, never a fake
+//! answer.
 
 #[cfg(feature = "local-model")]
 pub mod engine;
 
 use std::time::Duration;
 
-use crate::api::openai::{ChatRequest, Message};
 use crate::config::LocalModelConfig;
 
 #[cfg(feature = "local-model")]
@@ -129,38 +129,5 @@ impl LocalModel {
                 reason: reason.clone(),
             }),
         }
-    }
-}
-
-/// The conversation and sampling parameters of a chat request, for the local model.
-///
-/// Roles map onto what chat templates know: `developer` is a system turn, tool and function
-/// results are user turns marked as such. Media parts never reach here: they are unscannable,
-/// and the text of their message is kept.
-#[cfg(feature = "local-model")]
-pub fn generate_request(req: &ChatRequest) -> GenerateRequest {
-    let messages = req
-        .messages
-        .iter()
-        .map(|m| {
-            let (role, prefix) = match m {
-                Message::System { .. } | Message::Developer { .. } => ("system", ""),
-                Message::User { .. } => ("user", ""),
-                Message::Assistant { .. } => ("assistant", ""),
-                Message::Tool { .. } | Message::Function { .. } => ("user", "Tool result: "),
-            };
-            engine::ChatTurn {
-                role: role.to_owned(),
-                content: format!("{prefix}{}", m.text()),
-            }
-        })
-        .collect();
-    GenerateRequest {
-        messages,
-        max_tokens: req.max_tokens(),
-        temperature: req.temperature,
-        top_p: req.top_p,
-        seed: req.seed.map(i64::unsigned_abs),
-        stop: req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
     }
 }
