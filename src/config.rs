@@ -101,6 +101,13 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Seconds to wait for in-flight requests on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a request's head (slow clients hold a connection no
+    /// longer).
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body once its head is in.
+    pub body_timeout_secs: u64,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +121,9 @@ impl Default for ServerConfig {
             max_tokens_limit: 32_768,
             request_timeout_secs: 600,
             shutdown_grace_secs: 30,
+            header_timeout_secs: 30,
+            body_timeout_secs: 30,
+            max_connections: 1024,
         }
     }
 }
@@ -586,6 +596,15 @@ impl Config {
                 "max_body_bytes and max_json_depth must be positive",
             ));
         }
+        if self.server.header_timeout_secs == 0
+            || self.server.body_timeout_secs == 0
+            || self.server.max_connections == 0
+        {
+            return Err(invalid(
+                "server".to_owned(),
+                "header_timeout_secs, body_timeout_secs and max_connections must be positive",
+            ));
+        }
         if self.local.parallel == 0 {
             return Err(invalid("local.parallel".to_owned(), "must be at least 1"));
         }
@@ -681,6 +700,32 @@ mod tests {
             err.starts_with("veil.toml:2:18: server.max_body_bytes: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn slow_client_limits_must_be_positive() {
+        for key in [
+            "header_timeout_secs",
+            "body_timeout_secs",
+            "max_connections",
+        ] {
+            let err = Config::parse(Path::new("v.toml"), &format!("[server]\n{key} = 0\n"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let c = Config::parse(Path::new("v.toml"), "").map(|c| c.server);
+        let (header, body, conns) = c
+            .map(|s| {
+                (
+                    s.header_timeout_secs,
+                    s.body_timeout_secs,
+                    s.max_connections,
+                )
+            })
+            .unwrap_or_default();
+        assert_eq!((header, body, conns), (30, 30, 1024));
     }
 
     #[test]

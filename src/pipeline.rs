@@ -77,8 +77,17 @@ pub struct ChatInput {
     pub content_type: Option<String>,
     /// `Content-Encoding`.
     pub content_encoding: Option<String>,
-    /// The body, or the size limit it exceeded.
-    pub body: Result<Bytes, usize>,
+    /// The body, or why it was not read.
+    pub body: Result<Bytes, BodyUnread>,
+}
+
+/// Why a request's body was not read.
+#[derive(Debug, Clone, Copy)]
+pub enum BodyUnread {
+    /// It exceeded the size limit (bytes).
+    TooLarge(usize),
+    /// It did not arrive within the time allowed (seconds).
+    TooSlow(u64),
 }
 
 /// The answer, in plain types; the edge turns it into HTTP.
@@ -303,7 +312,10 @@ async fn run(
         input.content_type.as_deref(),
         input.content_encoding.as_deref(),
     )?;
-    let bytes = input.body.map_err(ApiError::PayloadTooLarge)?;
+    let bytes = input.body.map_err(|unread| match unread {
+        BodyUnread::TooLarge(limit) => ApiError::PayloadTooLarge(limit),
+        BodyUnread::TooSlow(secs) => ApiError::BodyTimeout(secs),
+    })?;
     let (chat, value) = openai::parse_chat(
         &bytes,
         Limits::from(&state.server),

@@ -4,11 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::future::IntoFuture;
-
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditLog, EventRecord, WriterTask};
@@ -129,21 +132,14 @@ pub async fn start(
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let limits = Limits::from(&config.server);
     let serve = tokio::spawn(async move {
         let cancelled = token.clone();
-        // Streamed chunks are small writes in a row: without TCP_NODELAY, Nagle's algorithm
-        // holds each behind the peer's delayed ACK and adds milliseconds to every token.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await });
+        let server = serve_connections(listener, app, limits, token);
         // In-flight requests get `grace` to finish after shutdown starts; streams that never
         // end must not hold shutdown forever.
         tokio::select! {
-            r = server.into_future() => r,
+            () = server => Ok(()),
             () = async {
                 cancelled.cancelled().await;
                 tokio::time::sleep(grace).await;
@@ -164,6 +160,95 @@ pub async fn start(
         serve,
         writer,
     })
+}
+
+/// What the accept loop holds slow and numerous clients to.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+impl From<&crate::config::ServerConfig> for Limits {
+    fn from(c: &crate::config::ServerConfig) -> Self {
+        Self {
+            header_timeout: Duration::from_secs(c.header_timeout_secs),
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+/// Serves `app` until `token` is cancelled, then waits for open connections to finish their
+/// requests. Unlike `axum::serve`, a client must send a request's head within the header
+/// timeout (hyper needs a timer for that), and at most `max_connections` are served at once:
+/// more wait in the listen backlog, so a flood of idle connections cannot exhaust memory.
+async fn serve_connections<S>(
+    listener: TcpListener,
+    app: S,
+    limits: Limits,
+    token: CancellationToken,
+) where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    // HTTP/1 only: detecting HTTP/2's preface would wait for bytes without a deadline, and an
+    // OpenAI client speaks HTTP/1.1 to a cleartext proxy. The head's deadline runs from the
+    // moment a request may start, so a connection that sends nothing is closed too.
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = token.cancelled() => break,
+        };
+        let Ok(slot) = slot else { break };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = token.cancelled() => break,
+        };
+        // Streamed chunks are small writes in a row: without TCP_NODELAY, Nagle's algorithm
+        // holds each behind the peer's delayed ACK and adds milliseconds to every token.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::service_fn(
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            },
+        ));
+        let conn = builder
+            .serve_connection(TokioIo::new(tcp), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Hot reload: on SIGHUP, and every `every` when the policy files change — once they have

@@ -19,6 +19,9 @@ pub enum ApiError {
     /// Body over the size limit.
     #[error("request body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// The body did not arrive within the time allowed.
+    #[error("request body not received within {0} s")]
+    BodyTimeout(u64),
     /// Not `application/json`, or compressed.
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
@@ -133,6 +136,12 @@ impl ApiError {
                 S::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
                 "payload_too_large",
+                "rejected",
+            ),
+            Self::BodyTimeout(_) => m(
+                S::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "body_timeout",
                 "rejected",
             ),
             Self::UnsupportedMediaType(_) => m(

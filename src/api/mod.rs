@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::pipeline::{self, AppState, ChatInput, Reply, ReplyBody, RequestMeta};
+use crate::pipeline::{self, AppState, BodyUnread, ChatInput, Reply, ReplyBody, RequestMeta};
 
 /// `x-veil-request-id`.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-veil-request-id");
@@ -68,17 +68,17 @@ pub fn router(
 }
 
 /// The router behind path canonicalization. (A `Router::layer` would run after routing, too
-/// late to canonicalize; this wraps the whole router.)
+/// late to canonicalize; this wraps the whole router.) The server puts each connection's
+/// [`ConnectInfo`] in its requests' extensions.
 pub fn app(
     state: Arc<AppState>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
-    impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send,
-    SocketAddr,
-> {
+) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
     use tower::Layer;
-    let svc = axum::middleware::map_request(canonical_path).layer(router(state, metrics));
-    axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(svc)
+    axum::middleware::map_request(canonical_path).layer(router(state, metrics))
 }
 
 /// Collapses repeated slashes and drops a trailing slash.
@@ -140,7 +140,18 @@ async fn chat(
             .map(str::to_owned)
     };
     let limit = state.server.max_body_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| limit);
+    let secs = state.server.body_timeout_secs;
+    // A client trickling its body would otherwise hold the connection and the bytes so far.
+    let body = match tokio::time::timeout(
+        std::time::Duration::from_secs(secs),
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(BodyUnread::TooLarge(limit)),
+        Err(_) => Err(BodyUnread::TooSlow(secs)),
+    };
     let input = ChatInput {
         meta,
         content_type: header_str(header::CONTENT_TYPE),

@@ -1,6 +1,10 @@
-//! Protocol abuse: bad keys, bad bodies, smuggling attempts. None of it reaches the cloud.
+//! Protocol abuse: bad keys, bad bodies, smuggling attempts, slow and numerous clients. None of
+//! it reaches the cloud.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 use crate::helpers::*;
 
@@ -260,4 +264,112 @@ async fn encoded_sensitive_value_is_detected() {
         .await;
     assert_eq!(resp.status(), 403);
     assert_eq!(veil.mock.hits(), 0);
+}
+
+/// Reads from `tcp` until the server closes it or `within` passes; what it sent, and whether
+/// it closed.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off_at_the_header_timeout() {
+    let veil = Veil::start_with(|c| c.server.header_timeout_secs = 1).await;
+    let mut tcp = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
+    tcp.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: veil\r\n")
+        .await
+        .unwrap();
+    // One more header line every 200 ms: each byte is in time, the head never ends.
+    let started = tokio::time::Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(5) {
+        if tcp.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            closed = true;
+            break;
+        }
+        let (_, eof) = read_until_closed(&mut tcp, Duration::from_millis(200)).await;
+        if eof {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a trickled head held the connection for 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    // Nothing was decided, nothing went anywhere; other clients are served.
+    assert_eq!(veil.mock.hits(), 0);
+    assert_eq!(veil.chat(KEY_DEFAULT, user("hello")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
+    let veil = Veil::start_with(|c| c.server.header_timeout_secs = 1).await;
+    let mut tcp = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
+    let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
+    assert!(closed, "an idle connection was held for 5 s");
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_body_gets_408_and_one_audited_refusal() {
+    let veil = Veil::start_with(|c| c.server.body_timeout_secs = 1).await;
+    let body = user("hello").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: veil\r\nAuthorization: Bearer {KEY_DEFAULT}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let (answer, _) = read_until_closed(&mut tcp, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"body_timeout\""), "{answer}");
+    assert_eq!(veil.mock.hits(), 0);
+    let rows = veil.wait_rows(2).await;
+    assert_eq!(rows.len(), 2, "one decision and one outcome");
+    assert_eq!(rows[0].kind, "decision");
+    assert_eq!(rows[1].kind, "outcome");
+    assert_eq!(rows[1].status, Some(408));
+    assert!(rows[1].body.contains("\"rejected\""), "{}", rows[1].body);
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_until_one_closes() {
+    let veil = Veil::start_with(|c| c.server.max_connections = 2).await;
+    let idle_a = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
+    let idle_b = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
+    // Both slots are taken by idle connections: a third client is not served…
+    let waiting = {
+        let client = veil.client.clone();
+        let url = veil.url("/v1/chat/completions");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(KEY_DEFAULT)
+                .json(&user("hello"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served beyond max_connections");
+    assert_eq!(veil.mock.hits(), 0);
+    // …until one of them closes.
+    drop(idle_a);
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once a slot was free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    drop(idle_b);
 }
