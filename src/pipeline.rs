@@ -88,6 +88,8 @@ pub enum BodyUnread {
     TooLarge(usize),
     /// It did not arrive within the time allowed (seconds).
     TooSlow(u64),
+    /// The key was not valid when the request arrived.
+    Unauthenticated,
 }
 
 /// The answer, in plain types; the edge turns it into HTTP.
@@ -315,6 +317,9 @@ async fn run(
     let bytes = input.body.map_err(|unread| match unread {
         BodyUnread::TooLarge(limit) => ApiError::PayloadTooLarge(limit),
         BodyUnread::TooSlow(secs) => ApiError::BodyTimeout(secs),
+        // The key became valid between the edge's check and this one (a reload): it was not
+        // when the request arrived.
+        BodyUnread::Unauthenticated => ApiError::Unauthorized(AuthError::Unknown),
     })?;
     let (chat, value) = openai::parse_chat(
         &bytes,

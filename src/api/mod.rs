@@ -141,16 +141,28 @@ async fn chat(
     };
     let limit = state.server.max_body_bytes;
     let secs = state.server.body_timeout_secs;
+    // Only a caller with a key can make veil hold a body: an unknown key is refused (by the
+    // pipeline, which checks the key first) without reading it.
+    let known = state
+        .snapshot
+        .load()
+        .keys
+        .authenticate(meta.authorization.as_deref())
+        .is_ok();
     // A client trickling its body would otherwise hold the connection and the bytes so far.
-    let body = match tokio::time::timeout(
-        std::time::Duration::from_secs(secs),
-        axum::body::to_bytes(body, limit),
-    )
-    .await
-    {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(BodyUnread::TooLarge(limit)),
-        Err(_) => Err(BodyUnread::TooSlow(secs)),
+    let body = if !known {
+        Err(BodyUnread::Unauthenticated)
+    } else {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(secs),
+            axum::body::to_bytes(body, limit),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(_)) => Err(BodyUnread::TooLarge(limit)),
+            Err(_) => Err(BodyUnread::TooSlow(secs)),
+        }
     };
     let input = ChatInput {
         meta,

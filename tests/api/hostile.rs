@@ -342,6 +342,25 @@ async fn a_client_trickling_its_body_gets_408_and_one_audited_refusal() {
 }
 
 #[tokio::test]
+async fn an_unknown_key_is_refused_without_waiting_for_its_body() {
+    let veil = Veil::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
+    // A head announcing a body that never comes (the body timeout is 30 s).
+    tcp.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: veil\r\nAuthorization: Bearer not-a-key\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let (answer, _) = read_until_closed(&mut tcp, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("\"invalid_api_key\""), "{answer}");
+    let rows = veil.wait_rows(2).await;
+    assert_eq!(rows.len(), 2, "one decision and one outcome");
+    assert_eq!(rows[1].status, Some(401));
+    assert_eq!(veil.mock.hits(), 0);
+}
+
+#[tokio::test]
 async fn connections_over_the_limit_wait_until_one_closes() {
     let veil = Veil::start_with(|c| c.server.max_connections = 2).await;
     let idle_a = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
