@@ -331,6 +331,20 @@ impl Veil {
             .expect("request")
     }
 
+    /// Sends a chat request on a task of its own (for requests that must wait on something).
+    pub fn spawn_chat(
+        &self,
+        key: &'static str,
+        body: Value,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let request = self
+            .client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&body);
+        tokio::spawn(request.send())
+    }
+
     pub async fn rows(&self) -> Vec<StoredRow> {
         let state = &self.running.as_ref().expect("running").state;
         state.audit.rows().await.expect("audit rows")

@@ -366,19 +366,7 @@ async fn connections_over_the_limit_wait_until_one_closes() {
     let idle_a = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
     let idle_b = tokio::net::TcpStream::connect(veil.addr).await.unwrap();
     // Both slots are taken by idle connections: a third client is not served…
-    let waiting = {
-        let client = veil.client.clone();
-        let url = veil.url("/v1/chat/completions");
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(KEY_DEFAULT)
-                .json(&user("hello"))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        })
-    };
+    let waiting = veil.spawn_chat(KEY_DEFAULT, user("hello"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!waiting.is_finished(), "served beyond max_connections");
     assert_eq!(veil.mock.hits(), 0);
@@ -388,7 +376,8 @@ async fn connections_over_the_limit_wait_until_one_closes() {
         .await
         .expect("served once a slot was free")
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .status();
     assert_eq!(status, 200);
     drop(idle_b);
 }

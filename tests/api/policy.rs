@@ -270,19 +270,7 @@ async fn a_request_in_flight_during_a_reload_finishes_with_the_version_it_starte
     let default = dir.path().join("default.toml");
     let good = std::fs::read_to_string(&default).unwrap();
     veil.mock.set_mode(Mode::Delay(2500));
-    let in_flight = {
-        let client = veil.client.clone();
-        let url = veil.url("/v1/chat/completions");
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(KEY_DEFAULT)
-                .json(&user("mail a.b@example.com"))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let in_flight = veil.spawn_chat(KEY_DEFAULT, user("mail a.b@example.com"));
     // Wait until the request has been decided and is waiting on the upstream.
     for _ in 0..100 {
         if veil.mock.hits() == 1 {
@@ -305,7 +293,7 @@ async fn a_request_in_flight_during_a_reload_finishes_with_the_version_it_starte
         (403, "block".into())
     );
     // ...the one in flight ends as its version decided: redacted out, restored in the answer.
-    let resp = in_flight.await.unwrap();
+    let resp = in_flight.await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-veil-action"], "redact");
     let body: Value = resp.json().await.unwrap();
