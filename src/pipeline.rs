@@ -77,7 +77,11 @@ pub struct ChatInput {
     pub content_type: Option<String>,
     /// `Content-Encoding`.
     pub content_encoding: Option<String>,
-    /// The body, or why it was not read.
+    /// The snapshot the request is handled with (its key was checked against it).
+    pub snap: Arc<Snapshot>,
+    /// The caller, by that snapshot's keys.
+    pub auth: Result<Principal, AuthError>,
+    /// The body, or why it was not read (a refused key's body is not read).
     pub body: Result<Bytes, BodyUnread>,
 }
 
@@ -88,8 +92,6 @@ pub enum BodyUnread {
     TooLarge(usize),
     /// It did not arrive within the time allowed (seconds).
     TooSlow(u64),
-    /// The key was not valid when the request arrived.
-    Unauthenticated,
 }
 
 /// The answer, in plain types; the edge turns it into HTTP.
@@ -245,7 +247,7 @@ impl Drop for Trail {
 /// Handles `POST /v1/chat/completions`.
 pub async fn chat(state: Arc<AppState>, input: ChatInput) -> Reply {
     let started = std::time::Instant::now();
-    let snap = state.snapshot.load_full();
+    let snap = input.snap.clone();
     let mut trail = Trail::new(&state.audit, &input.meta);
     let request_id = input.meta.request_id.clone();
     let timeout = std::time::Duration::from_secs(state.server.request_timeout_secs);
@@ -299,14 +301,11 @@ async fn run(
     input: ChatInput,
     trail: &mut Trail,
 ) -> Result<Success, ApiError> {
-    let principal = snap
-        .keys
-        .authenticate(input.meta.authorization.as_deref())
-        .inspect_err(|e| {
-            if let AuthError::Revoked { key_id } = e {
-                trail.decision.key_id = Some(key_id.to_string());
-            }
-        })?;
+    let principal = input.auth.inspect_err(|e| {
+        if let AuthError::Revoked { key_id } = e {
+            trail.decision.key_id = Some(key_id.to_string());
+        }
+    })?;
     trail.decision.key_id = Some(principal.key_id.to_string());
     trail.decision.tenant = Some(principal.tenant.to_string());
 
@@ -317,9 +316,6 @@ async fn run(
     let bytes = input.body.map_err(|unread| match unread {
         BodyUnread::TooLarge(limit) => ApiError::PayloadTooLarge(limit),
         BodyUnread::TooSlow(secs) => ApiError::BodyTimeout(secs),
-        // The key became valid between the edge's check and this one (a reload): it was not
-        // when the request arrived.
-        BodyUnread::Unauthenticated => ApiError::Unauthorized(AuthError::Unknown),
     })?;
     let (chat, value) = openai::parse_chat(
         &bytes,

@@ -141,17 +141,13 @@ async fn chat(
     };
     let limit = state.server.max_body_bytes;
     let secs = state.server.body_timeout_secs;
-    // Only a caller with a key can make veil hold a body: an unknown key is refused (by the
-    // pipeline, which checks the key first) without reading it.
-    let known = state
-        .snapshot
-        .load()
-        .keys
-        .authenticate(meta.authorization.as_deref())
-        .is_ok();
+    let snap = state.snapshot.load_full();
+    let auth = snap.keys.authenticate(meta.authorization.as_deref());
+    // Only a caller with a key can make veil hold a body: a refused key's body is not read
+    // (the pipeline refuses the key before it would look at the body).
     // A client trickling its body would otherwise hold the connection and the bytes so far.
-    let body = if !known {
-        Err(BodyUnread::Unauthenticated)
+    let body = if auth.is_err() {
+        Ok(bytes::Bytes::new())
     } else {
         match tokio::time::timeout(
             std::time::Duration::from_secs(secs),
@@ -166,6 +162,8 @@ async fn chat(
     };
     let input = ChatInput {
         meta,
+        snap,
+        auth,
         content_type: header_str(header::CONTENT_TYPE),
         content_encoding: header_str(header::CONTENT_ENCODING),
         body,
